@@ -1,0 +1,141 @@
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
+
+from orderflow.history_admin import ReadOnlyHistoryAdmin
+from orders.models import Order
+from payments.models import GatewayEvent, PaymentTransaction
+
+
+class NeedsAttentionFilter(admin.SimpleListFilter):
+    title = _("needs attention")
+    parameter_name = "attention"
+
+    def lookups(self, request, model_admin):
+        return [("yes", _("Needs attention")), ("no", _("In order"))]
+
+    def queryset(self, request, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.needing_attention()
+        if self.value() == "no":
+            return queryset.not_needing_attention()
+        return queryset
+
+
+class LedgerInline(admin.TabularInline):
+    model = PaymentTransaction
+    fields = ["created_at", "kind", "amount", "currency", "reference", "channel", "created_by"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    verbose_name_plural = _("ledger")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class GatewayEventInline(admin.TabularInline):
+    model = GatewayEvent
+    fields = ["received_at", "event_type", "event_id", "outcome", "detail"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Order)
+class OrderAdmin(ReadOnlyHistoryAdmin):
+    list_display = [
+        "number",
+        "status",
+        "total",
+        "currency",
+        "payment_method",
+        "net_paid",
+        "attention",
+        "placed_at",
+    ]
+    list_filter = [NeedsAttentionFilter, "status", "payment_method", "placed_at"]
+    search_fields = ["number", "customer_email", "gateway_reference"]
+    date_hierarchy = "placed_at"
+    list_select_related = ["payment_method"]
+    list_per_page = 50
+    readonly_fields = [
+        "number",
+        "status",
+        "total",
+        "currency",
+        "payment_method",
+        "gateway_reference",
+        "placed_at",
+        "updated_at",
+        "money_summary",
+        "attention_summary",
+    ]
+    fieldsets = [
+        (None, {"fields": ["number", "status", "attention_summary"]}),
+        (
+            _("Money"),
+            {
+                "fields": [
+                    "total",
+                    "currency",
+                    "money_summary",
+                    "payment_method",
+                    "gateway_reference",
+                ]
+            },
+        ),
+        (_("Customer"), {"fields": ["customer_email"]}),
+        (_("Dates"), {"fields": ["placed_at", "updated_at"]}),
+    ]
+    inlines = [LedgerInline, GatewayEventInline]
+    history_list_display = ["status", "channel", "history_change_reason"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).with_attention()
+
+    def has_add_permission(self, request):
+        # Orders come from the storefront (orders.services.place_order).
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description=_("net paid"), ordering="net_sum")
+    def net_paid(self, obj: Order):
+        return obj.net_paid_amount
+
+    @admin.display(description=_("attention"), boolean=True, ordering="attention_flag")
+    def attention(self, obj: Order) -> bool:
+        return obj.needs_attention
+
+    @admin.display(description=_("money"))
+    def money_summary(self, obj: Order):
+        return format_html(
+            "{} {} captured, {} refunded, {} kept",
+            obj.captured_amount,
+            obj.currency,
+            obj.refunded_amount,
+            obj.net_paid_amount,
+        )
+
+    @admin.display(description=_("needs attention"))
+    def attention_summary(self, obj: Order):
+        reasons = obj.attention_reasons
+        if not reasons:
+            return _("No: status and ledger agree.")
+        return format_html(
+            "<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((r,) for r in reasons))
+        )

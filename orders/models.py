@@ -1,0 +1,353 @@
+"""
+Orders and their payment status.
+
+``Order.status`` is a protected django-fsm field: it is set when the order is
+created and afterwards changes only through the transitions below. The
+transitions are pure: they change fields on ``self`` and nothing else. The
+services (``orders.services``, ``payments.services``) lock the row, write the
+ledger, run a transition and save.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import reduce
+from operator import or_
+
+from django.db import models
+from django.db.models import Exists, ExpressionWrapper, F, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Coalesce
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transition
+from simple_history.models import HistoricalRecords
+
+from orderflow.audit import AuditedHistoricalModel
+
+ZERO = Decimal("0.00")
+MONEY = {"max_digits": 12, "decimal_places": 2}
+
+
+class PaymentStatus(models.TextChoices):
+    """Where an order stands with its money."""
+
+    AWAITING_PAYMENT = "awaiting_payment", _("Awaiting payment")
+    """Placed; no money yet."""
+    AUTHORIZED = "authorized", _("Authorized")
+    """The gateway holds the money; nothing captured yet."""
+    PARTIALLY_PAID = "partially_paid", _("Partially paid")
+    """Some money captured, or part of it refunded."""
+    PAID = "paid", _("Paid")
+    """Captured money covers the order total."""
+    DECLINED = "declined", _("Declined")
+    """The gateway refused the payment."""
+    CANCELLED = "cancelled", _("Cancelled")
+    """Cancelled before money was taken."""
+    REFUNDED = "refunded", _("Refunded")
+    """All captured money went back to the customer."""
+
+
+S = PaymentStatus
+OVERRIDE_PERMISSION = "orders.override_payment_status"
+
+
+@dataclass(frozen=True)
+class AttentionRule:
+    """A way in which an order's status and its ledger can disagree."""
+
+    code: str
+    condition: Q
+    message: str
+
+
+# Each rule is a condition on the ledger annotations of OrderQuerySet
+# (captured_sum, refunded_sum, net_sum, has_authorization, has_void,
+# has_ignored_event). The same rules serve the admin filter (SQL) and the
+# per-order explanation, so they are written once.
+ATTENTION_RULES: tuple[AttentionRule, ...] = (
+    AttentionRule(
+        "ignored_event",
+        Q(has_ignored_event=True),
+        _("A gateway event could not be applied and has not been acknowledged."),
+    ),
+    AttentionRule(
+        "paid_not_covered",
+        Q(status=S.PAID, net_sum__lt=F("total")),
+        _("Marked Paid, but the money kept (%(net)s) does not cover the total (%(total)s)."),
+    ),
+    AttentionRule(
+        "overpaid",
+        Q(net_sum__gt=F("total")),
+        _("The money kept (%(net)s) is more than the order total (%(total)s)."),
+    ),
+    AttentionRule(
+        "money_kept_without_payment_status",
+        Q(
+            status__in=[S.AWAITING_PAYMENT, S.AUTHORIZED, S.DECLINED, S.CANCELLED],
+            net_sum__gt=0,
+        ),
+        _("Money has been captured and kept (%(net)s) but the status is %(status)s."),
+    ),
+    AttentionRule(
+        "partially_paid_mismatch",
+        Q(status=S.PARTIALLY_PAID) & (Q(net_sum__lte=0) | Q(net_sum__gte=F("total"))),
+        _("Marked Partially paid, but the money kept is %(net)s of %(total)s."),
+    ),
+    AttentionRule(
+        "refunded_money_kept",
+        Q(status=S.REFUNDED, net_sum__gt=0),
+        _("Marked Refunded, but %(net)s is still kept."),
+    ),
+    AttentionRule(
+        "refunded_nothing_captured",
+        Q(status=S.REFUNDED, captured_sum__lte=0),
+        _("Marked Refunded, but no money was ever captured."),
+    ),
+    AttentionRule(
+        "authorized_without_authorization",
+        Q(status=S.AUTHORIZED, has_authorization=False),
+        _("Marked Authorized, but the ledger has no authorization."),
+    ),
+    AttentionRule(
+        "cancelled_authorization_open",
+        Q(status=S.CANCELLED, has_authorization=True, has_void=False, captured_sum__lte=0),
+        _("Cancelled, but the gateway's authorization was never voided."),
+    ),
+)
+
+
+class OrderQuerySet(models.QuerySet):
+    def with_ledger(self) -> OrderQuerySet:
+        """Annotate ledger sums and flags used by the attention rules."""
+        from payments.models import EventOutcome, GatewayEvent, PaymentTransaction, TransactionKind
+
+        def total_of(kind: str) -> Coalesce:
+            rows = (
+                PaymentTransaction.objects.filter(order=OuterRef("pk"), kind=kind)
+                .order_by()
+                .values("order")
+                .annotate(s=Sum("amount"))
+                .values("s")
+            )
+            return Coalesce(Subquery(rows), ZERO, output_field=models.DecimalField(**MONEY))
+
+        def has(kind: str) -> Exists:
+            return Exists(PaymentTransaction.objects.filter(order=OuterRef("pk"), kind=kind))
+
+        return self.annotate(
+            captured_sum=total_of(TransactionKind.CAPTURE),
+            refunded_sum=total_of(TransactionKind.REFUND),
+            has_authorization=has(TransactionKind.AUTHORIZATION),
+            has_void=has(TransactionKind.VOID),
+            has_ignored_event=Exists(
+                GatewayEvent.objects.filter(
+                    order=OuterRef("pk"),
+                    outcome=EventOutcome.IGNORED,
+                    acknowledged_at__isnull=True,
+                )
+            ),
+        ).annotate(net_sum=F("captured_sum") - F("refunded_sum"))
+
+    def with_attention(self) -> OrderQuerySet:
+        """Annotate ``attention_flag`` and one ``attention_<code>`` flag per rule."""
+        flags = {
+            f"attention_{rule.code}": ExpressionWrapper(
+                rule.condition, output_field=models.BooleanField()
+            )
+            for rule in ATTENTION_RULES
+        }
+        return (
+            self.with_ledger()
+            .annotate(**flags)
+            .annotate(
+                attention_flag=ExpressionWrapper(
+                    reduce(or_, (rule.condition for rule in ATTENTION_RULES)),
+                    output_field=models.BooleanField(),
+                )
+            )
+        )
+
+    def needing_attention(self) -> OrderQuerySet:
+        """Orders whose status and ledger disagree, or with an ignored event."""
+        return self.with_ledger().filter(reduce(or_, (rule.condition for rule in ATTENTION_RULES)))
+
+    def not_needing_attention(self) -> OrderQuerySet:
+        return self.with_ledger().exclude(reduce(or_, (rule.condition for rule in ATTENTION_RULES)))
+
+
+class Order(ConcurrentTransitionMixin, models.Model):
+    number = models.CharField(_("number"), max_length=64, unique=True)
+    status = FSMField(
+        _("payment status"),
+        max_length=32,
+        choices=PaymentStatus.choices,
+        default=PaymentStatus.AWAITING_PAYMENT,
+        protected=True,
+        db_index=True,
+    )
+    total = models.DecimalField(_("total"), **MONEY)
+    currency = models.CharField(_("currency"), max_length=3)
+    payment_method = models.ForeignKey(
+        "payments.PaymentMethod",
+        on_delete=models.PROTECT,
+        related_name="orders",
+        verbose_name=_("payment method"),
+    )
+    customer_email = models.EmailField(_("customer email"), blank=True)
+    gateway_reference = models.CharField(
+        _("gateway reference"),
+        max_length=255,
+        blank=True,
+        db_index=True,
+        help_text=_("The gateway's id for this checkout (e.g. a Stripe PaymentIntent)."),
+    )
+    placed_at = models.DateTimeField(_("placed at"), auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    history = HistoricalRecords(bases=[AuditedHistoricalModel])
+    objects = OrderQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("order")
+        verbose_name_plural = _("orders")
+        ordering = ["-placed_at", "-id"]
+        permissions = [("override_payment_status", _("Can override the payment status"))]
+        constraints = [
+            models.CheckConstraint(condition=Q(total__gt=0), name="order_total_positive"),
+            models.CheckConstraint(
+                condition=Q(status__in=PaymentStatus.values), name="order_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(currency__regex=r"^[A-Z]{3}$"), name="order_currency_iso"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+    def refresh_from_db(self, *args, **kwargs) -> None:
+        # django-fsm switches protection off for the refresh and back on
+        # without try/finally; a failing refresh would leave every Order
+        # unprotected for the rest of the process.
+        field = self._meta.get_field("status")
+        try:
+            super().refresh_from_db(*args, **kwargs)
+        finally:
+            field.protected = True
+
+    # -- money -------------------------------------------------------------
+
+    def _ledger_sum(self, kind: str) -> Decimal:
+        if self.pk is None:
+            return ZERO
+        total = self.transactions.filter(kind=kind).aggregate(s=Sum("amount"))["s"]
+        return total if total is not None else ZERO
+
+    @property
+    def captured_amount(self) -> Decimal:
+        """Money captured for this order, from the ledger."""
+        from payments.models import TransactionKind
+
+        if "captured_sum" in self.__dict__:
+            return self.__dict__["captured_sum"]
+        return self._ledger_sum(TransactionKind.CAPTURE)
+
+    @property
+    def refunded_amount(self) -> Decimal:
+        """Money refunded for this order, from the ledger."""
+        from payments.models import TransactionKind
+
+        if "refunded_sum" in self.__dict__:
+            return self.__dict__["refunded_sum"]
+        return self._ledger_sum(TransactionKind.REFUND)
+
+    @property
+    def net_paid_amount(self) -> Decimal:
+        """Captured minus refunded: the money the store keeps."""
+        return self.captured_amount - self.refunded_amount
+
+    def status_for_net_paid(self, net_paid: Decimal) -> str:
+        """Return the status the ledger implies after money moved."""
+        if net_paid <= 0:
+            return PaymentStatus.REFUNDED
+        if net_paid >= self.total:
+            return PaymentStatus.PAID
+        return PaymentStatus.PARTIALLY_PAID
+
+    # -- attention ---------------------------------------------------------
+
+    def _attention_row(self) -> Order:
+        if "attention_flag" in self.__dict__:
+            return self
+        return type(self).objects.with_attention().get(pk=self.pk)
+
+    @property
+    def needs_attention(self) -> bool:
+        """True when status and ledger disagree or a gateway event was ignored."""
+        if self.pk is None:
+            return False
+        return bool(self._attention_row().attention_flag)
+
+    @property
+    def attention_reasons(self) -> list[str]:
+        """Why this order needs attention, in words for staff (empty if it does not)."""
+        if self.pk is None:
+            return []
+        row = self._attention_row()
+        cents = Decimal("0.01")
+        values = {
+            "net": f"{Decimal(row.net_sum).quantize(cents)} {self.currency}",
+            "total": f"{self.total} {self.currency}",
+            "status": PaymentStatus(self.status).label,
+        }
+        return [
+            gettext(rule.message) % values
+            for rule in ATTENTION_RULES
+            if getattr(row, f"attention_{rule.code}")
+        ]
+
+    # -- transitions (gateway facts) ----------------------------------------
+
+    @transition(field=status, source=S.AWAITING_PAYMENT, target=S.AUTHORIZED)
+    def authorize(self) -> None:
+        """The gateway holds the money."""
+
+    @transition(
+        field=status,
+        source=[S.AWAITING_PAYMENT, S.AUTHORIZED, S.PARTIALLY_PAID],
+        target=RETURN_VALUE(S.PAID, S.PARTIALLY_PAID, S.REFUNDED),
+    )
+    def capture(self, *, net_paid: Decimal) -> str:
+        """Money was captured; the status follows the net paid after it."""
+        return self.status_for_net_paid(net_paid)
+
+    @transition(field=status, source=[S.AWAITING_PAYMENT, S.AUTHORIZED], target=S.DECLINED)
+    def decline(self) -> None:
+        """The gateway refused the payment."""
+
+    @transition(field=status, source=S.AUTHORIZED, target=S.CANCELLED)
+    def void(self) -> None:
+        """The authorization was released without a capture."""
+
+    @transition(
+        field=status,
+        source=[S.PAID, S.PARTIALLY_PAID],
+        target=RETURN_VALUE(S.PAID, S.PARTIALLY_PAID, S.REFUNDED),
+    )
+    def refund(self, *, net_paid: Decimal) -> str:
+        """Money went back; the status follows the net paid after it."""
+        return self.status_for_net_paid(net_paid)
+
+    # -- manual override -----------------------------------------------------
+
+    @transition(
+        field=status,
+        source="*",
+        target=RETURN_VALUE(*PaymentStatus.values),
+        permission=OVERRIDE_PERMISSION,
+        custom={"admin": False},
+    )
+    def override(self, new_status: str) -> str:
+        """Set any status by hand. Policy and permission live in the service."""
+        return new_status

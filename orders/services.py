@@ -1,0 +1,248 @@
+"""
+Order actions: placing an order and overriding its status by hand.
+
+Each function is one unit of work: it runs in ``transaction.atomic()``,
+locks the order row, checks permission and policy, runs one django-fsm
+transition and saves. History records take who/why/channel from the audit
+context (``orderflow.audit``).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.utils.translation import gettext as _
+from django_fsm import ConcurrentTransition, has_transition_perm
+
+from orderflow.audit import Channel, audit_context, channel_or
+from orders.exceptions import AlreadyInStatus, ConcurrentChange, DiscouragedTransition, InvalidOrder
+from orders.models import Order, PaymentStatus
+from orders.policy import discouraged_reason
+from payments.gateways.base import CheckoutOutcome, PaymentResult
+from payments.models import CaptureMode, PaymentMethod, TransactionKind
+
+
+def lock_order(order: Order | int) -> Order:
+    """Reload the order with its row locked until the surrounding transaction ends."""
+    pk = order.pk if isinstance(order, Order) else order
+    return Order.objects.select_for_update(of=("self",)).select_related("payment_method").get(pk=pk)
+
+
+def save_status(order: Order) -> None:
+    """Save a transition's result; the order must be locked by the caller."""
+    try:
+        # Own savepoint: catching ConcurrentTransition in the caller's
+        # transaction would otherwise poison it.
+        with transaction.atomic():
+            order.save(update_fields=["status", "updated_at"])
+    except ConcurrentTransition as exc:
+        raise ConcurrentChange(
+            _("Order %(number)s was changed by someone else at the same moment; try again.")
+            % {"number": order.number}
+        ) from exc
+
+
+def parse_money(value: Any, *, what: str) -> Decimal:
+    """Return ``value`` as a positive amount with at most two decimals, or raise."""
+    try:
+        amount = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise InvalidOrder(
+            _("%(what)s %(value)r is not a number.") % {"what": what, "value": value}
+        ) from None
+    if not amount.is_finite() or amount <= 0:
+        raise InvalidOrder(_("%(what)s must be greater than zero.") % {"what": what})
+    if amount != amount.quantize(Decimal("0.01")):
+        raise InvalidOrder(_("%(what)s has more than two decimals.") % {"what": what})
+    if amount >= Decimal("1e10"):
+        raise InvalidOrder(_("%(what)s is too large.") % {"what": what})
+    return amount.quantize(Decimal("0.01"))
+
+
+def _initial_status(method: PaymentMethod, initial: PaymentResult | None, total: Decimal) -> str:
+    if not method.is_online:
+        if initial is not None:
+            raise InvalidOrder(
+                _(
+                    "Payment method %(code)s is offline; "
+                    "an order paid with it has no gateway result."
+                )
+                % {"code": method.code}
+            )
+        return PaymentStatus.AWAITING_PAYMENT
+    if initial is None or initial.outcome == CheckoutOutcome.PENDING:
+        return PaymentStatus.AWAITING_PAYMENT
+    if initial.outcome == CheckoutOutcome.DECLINED:
+        return PaymentStatus.DECLINED
+    if initial.outcome == CheckoutOutcome.AUTHORIZED:
+        return PaymentStatus.AUTHORIZED
+    # Captured.
+    if method.capture_mode == CaptureMode.AUTH:
+        raise InvalidOrder(
+            _(
+                "Payment method %(code)s only authorizes at checkout, but the gateway "
+                "result says captured; an order in authorize-only mode never starts paid."
+            )
+            % {"code": method.code}
+        )
+    amount = initial.amount if initial.amount is not None else total
+    return PaymentStatus.PAID if amount >= total else PaymentStatus.PARTIALLY_PAID
+
+
+def place_order(
+    *,
+    number: str,
+    total: Decimal | str | int,
+    currency: str,
+    payment_method: PaymentMethod | str,
+    customer_email: str = "",
+    initial: PaymentResult | None = None,
+) -> Order:
+    """
+    Create an order in the status its payment method and checkout result imply.
+
+    Money in ``initial`` (an authorization or capture) is written to the
+    ledger. Raise InvalidOrder naming the problem when the data is wrong.
+    """
+    from payments.services import record_transaction
+
+    number = (number or "").strip()
+    if not number:
+        raise InvalidOrder(_("The order number is required."))
+    total = parse_money(total, what=_("The order total"))
+    currency = (currency or "").strip().upper()
+    if len(currency) != 3 or not currency.isalpha() or not currency.isascii():
+        raise InvalidOrder(
+            _("Currency %(currency)r is not a 3-letter ISO code.") % {"currency": currency}
+        )
+    if customer_email:
+        try:
+            validate_email(customer_email)
+        except ValidationError:
+            raise InvalidOrder(
+                _("%(email)r is not a valid email address.") % {"email": customer_email}
+            ) from None
+    if isinstance(payment_method, str):
+        try:
+            payment_method = PaymentMethod.objects.get(code=payment_method)
+        except PaymentMethod.DoesNotExist:
+            raise InvalidOrder(
+                _("There is no payment method %(code)r.") % {"code": payment_method}
+            ) from None
+    if not payment_method.is_active:
+        raise InvalidOrder(
+            _("Payment method %(code)s is not active.") % {"code": payment_method.code}
+        )
+    if initial is not None and not isinstance(initial, PaymentResult):
+        raise InvalidOrder(_("initial must be a payments.gateways.PaymentResult."))
+
+    status = _initial_status(payment_method, initial, total)
+    money_kind = {
+        PaymentStatus.AUTHORIZED: TransactionKind.AUTHORIZATION,
+        PaymentStatus.PAID: TransactionKind.CAPTURE,
+        PaymentStatus.PARTIALLY_PAID: TransactionKind.CAPTURE,
+    }.get(status)
+    amount = None
+    reference = initial.reference.strip() if initial is not None else ""
+    if money_kind is not None:
+        amount = initial.amount if initial.amount is not None else total
+        amount = parse_money(amount, what=_("The checkout amount"))
+        if amount > total:
+            raise InvalidOrder(
+                _("The checkout amount %(amount)s is more than the order total %(total)s.")
+                % {"amount": amount, "total": total}
+            )
+        if not reference:
+            raise InvalidOrder(
+                _("A %(outcome)s checkout result needs the gateway's reference.")
+                % {"outcome": initial.outcome}
+            )
+
+    label = PaymentStatus(status).label
+    reason = _("Order placed: %(status)s.") % {"status": label}
+    with transaction.atomic(), audit_context(channel=channel_or(Channel.STOREFRONT), reason=reason):
+        if Order.objects.filter(number=number).exists():
+            raise InvalidOrder(
+                _("An order numbered %(number)s already exists.") % {"number": number}
+            )
+        order = Order(
+            number=number,
+            status=status,
+            total=total,
+            currency=currency,
+            payment_method=payment_method,
+            customer_email=customer_email,
+            gateway_reference=reference,
+        )
+        try:
+            with transaction.atomic():
+                order.save()
+        except IntegrityError:
+            raise InvalidOrder(
+                _("An order numbered %(number)s already exists.") % {"number": number}
+            ) from None
+        if money_kind is not None:
+            _row, created = record_transaction(
+                order=order, kind=money_kind, amount=amount, reference=reference
+            )
+            if not created:
+                raise InvalidOrder(
+                    _("The gateway reference %(reference)s is already recorded for another order.")
+                    % {"reference": reference}
+                )
+    return order
+
+
+def override_status(
+    order: Order,
+    new_status: str,
+    *,
+    user: Any,
+    reason: str,
+    allow_discouraged: bool = False,
+) -> Order:
+    """
+    Set any status by hand, audited; return the updated order.
+
+    ``user=None`` is a trusted system channel (a command, a job). Raise
+    PermissionDenied without ``orders.override_payment_status``,
+    DiscouragedTransition for a discouraged change not confirmed with
+    ``allow_discouraged``, AlreadyInStatus when nothing would change. The
+    ledger is never touched; a disagreement shows as needing attention.
+    """
+    if new_status not in PaymentStatus.values:
+        raise InvalidOrder(
+            _("%(status)r is not a payment status; use one of: %(allowed)s.")
+            % {"status": new_status, "allowed": ", ".join(PaymentStatus.values)}
+        )
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidOrder(_("A reason is required to change a status by hand."))
+
+    with transaction.atomic():
+        locked = lock_order(order)
+        if user is not None and not has_transition_perm(locked.override, user):
+            raise PermissionDenied(_("You are not allowed to override payment statuses."))
+        old = locked.status
+        if old == new_status:
+            raise AlreadyInStatus(
+                _("Order %(number)s is already %(status)s.")
+                % {"number": locked.number, "status": PaymentStatus(old).label}
+            )
+        warning = discouraged_reason(old, new_status)
+        if warning and not allow_discouraged:
+            raise DiscouragedTransition(old, new_status, warning)
+        record = reason
+        if warning:
+            record = _("%(reason)s (discouraged change confirmed: %(warning)s)") % {
+                "reason": reason,
+                "warning": warning,
+            }
+        with audit_context(channel=channel_or(Channel.SYSTEM), user=user, reason=record):
+            locked.override(new_status)
+            save_status(locked)
+    return locked

@@ -1,0 +1,249 @@
+"""
+Payment methods, the ledger of money movements, and the gateway inbox.
+
+The ledger (``PaymentTransaction``) is the truth about money: one row per
+movement, never edited, never deleted. ``(payment_method, kind, reference)``
+is unique in the database, so a capture or refund reported twice, by any
+channel, is counted once.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+from simple_history.models import HistoricalRecords
+
+from orderflow.audit import AuditedHistoricalModel
+
+MONEY = {"max_digits": 12, "decimal_places": 2}
+
+
+class PaymentMethodKind(models.TextChoices):
+    OFFLINE = "offline", _("Offline")
+    """Paid outside the system (cheque, wire); staff record the money."""
+    ONLINE = "online", _("Online")
+    """Paid through a gateway that reports back with callbacks."""
+
+
+class CaptureMode(models.TextChoices):
+    SALE = "sale", _("Sale (authorize and capture at once)")
+    """The gateway captures at checkout."""
+    AUTH = "auth", _("Authorize only (capture later)")
+    """The gateway only holds the money at checkout."""
+
+
+class PaymentMethod(models.Model):
+    code = models.SlugField(_("code"), max_length=50, unique=True)
+    name = models.CharField(_("name"), max_length=100)
+    kind = models.CharField(_("kind"), max_length=10, choices=PaymentMethodKind.choices)
+    gateway = models.CharField(
+        _("gateway"),
+        max_length=30,
+        blank=True,
+        help_text=_("Adapter key, e.g. hmac or stripe. Empty for offline methods."),
+    )
+    capture_mode = models.CharField(
+        _("capture mode"), max_length=10, choices=CaptureMode.choices, default=CaptureMode.SALE
+    )
+    supports_refunds = models.BooleanField(_("supports refunds"), default=False)
+    supports_partial_refunds = models.BooleanField(_("supports partial refunds"), default=False)
+    is_active = models.BooleanField(_("active"), default=True)
+    webhook_secret = models.CharField(
+        _("webhook secret"),
+        max_length=255,
+        blank=True,
+        help_text=_("Used to verify callbacks. Stored, never displayed."),
+    )
+
+    # The secret never reaches the history tables.
+    history = HistoricalRecords(bases=[AuditedHistoricalModel], excluded_fields=["webhook_secret"])
+
+    class Meta:
+        verbose_name = _("payment method")
+        verbose_name_plural = _("payment methods")
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(kind=PaymentMethodKind.OFFLINE, gateway=""))
+                | (Q(kind=PaymentMethodKind.ONLINE) & ~Q(gateway="")),
+                name="payment_method_gateway_matches_kind",
+            ),
+            models.CheckConstraint(
+                condition=Q(supports_partial_refunds=False) | Q(supports_refunds=True),
+                name="payment_method_partial_refunds_need_refunds",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        # Never let the secret reach a log line or a traceback.
+        return f"<PaymentMethod {self.code!r}>"
+
+    @property
+    def is_online(self) -> bool:
+        return self.kind == PaymentMethodKind.ONLINE
+
+
+class TransactionKind(models.TextChoices):
+    AUTHORIZATION = "authorization", _("Authorization")
+    """The gateway put a hold on the customer's money."""
+    CAPTURE = "capture", _("Capture")
+    """Money taken."""
+    REFUND = "refund", _("Refund")
+    """Money given back."""
+    VOID = "void", _("Void")
+    """A hold released without taking the money."""
+    DECLINE = "decline", _("Decline")
+    """The gateway refused a payment."""
+
+
+MONEY_MOVING_KINDS = (TransactionKind.CAPTURE, TransactionKind.REFUND)
+
+
+class LedgerIsAppendOnly(Exception):
+    """Ledger rows are facts; they are never changed or removed."""
+
+
+class PaymentTransaction(models.Model):
+    order = models.ForeignKey(
+        "orders.Order",
+        on_delete=models.PROTECT,
+        related_name="transactions",
+        verbose_name=_("order"),
+    )
+    payment_method = models.ForeignKey(
+        PaymentMethod,
+        on_delete=models.PROTECT,
+        related_name="transactions",
+        verbose_name=_("payment method"),
+    )
+    kind = models.CharField(_("kind"), max_length=20, choices=TransactionKind.choices)
+    amount = models.DecimalField(_("amount"), **MONEY)
+    currency = models.CharField(_("currency"), max_length=3)
+    reference = models.CharField(
+        _("reference"), max_length=255, help_text=_("The gateway's id for this movement.")
+    )
+    created_at = models.DateTimeField(_("recorded at"), auto_now_add=True, db_index=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("recorded by"),
+    )
+    event = models.ForeignKey(
+        "payments.GatewayEvent",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="transactions",
+        verbose_name=_("gateway event"),
+    )
+    channel = models.CharField(_("channel"), max_length=20, blank=True)
+
+    class Meta:
+        verbose_name = _("ledger entry")
+        verbose_name_plural = _("ledger")
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["payment_method", "kind", "reference"],
+                name="ledger_reference_once_per_method_and_kind",
+            ),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="ledger_amount_not_negative"),
+            models.CheckConstraint(
+                condition=Q(amount__gt=0) | ~Q(kind__in=MONEY_MOVING_KINDS),
+                name="ledger_money_movement_positive",
+            ),
+            models.CheckConstraint(condition=~Q(reference=""), name="ledger_reference_required"),
+        ]
+        indexes = [models.Index(fields=["order", "kind"], name="ledger_order_kind")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.amount} {self.currency} ({self.reference})"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            raise LedgerIsAppendOnly(_("Ledger entries cannot be changed."))
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise LedgerIsAppendOnly(_("Ledger entries cannot be deleted."))
+
+
+class EventOutcome(models.TextChoices):
+    RECEIVED = "received", _("Received, not processed yet")
+    """Stored; processing has not finished."""
+    APPLIED = "applied", _("Applied")
+    """Changed the ledger and/or the status."""
+    DUPLICATE = "duplicate", _("Duplicate")
+    """Already recorded; no second effect."""
+    IGNORED = "ignored", _("Ignored")
+    """Not allowed from the order's status; needs attention."""
+    REJECTED = "rejected", _("Rejected")
+    """Malformed or inconsistent with the order."""
+    UNMATCHED = "unmatched", _("Unmatched")
+    """No such order (yet); can be replayed."""
+    FAILED = "failed", _("Failed")
+    """Processing crashed; can be replayed."""
+
+
+class GatewayEvent(models.Model):
+    """What a gateway told us, stored before it is processed."""
+
+    payment_method = models.ForeignKey(
+        PaymentMethod,
+        on_delete=models.PROTECT,
+        related_name="events",
+        verbose_name=_("payment method"),
+    )
+    event_id = models.CharField(_("event id"), max_length=255)
+    event_type = models.CharField(_("event type"), max_length=100)
+    raw_body = models.TextField(_("raw body"), blank=True)
+    received_at = models.DateTimeField(_("received at"), auto_now_add=True, db_index=True)
+    outcome = models.CharField(
+        _("outcome"),
+        max_length=20,
+        choices=EventOutcome.choices,
+        default=EventOutcome.RECEIVED,
+        db_index=True,
+    )
+    detail = models.TextField(_("detail"), blank=True)
+    order = models.ForeignKey(
+        "orders.Order",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="gateway_events",
+        verbose_name=_("order"),
+    )
+    processed_at = models.DateTimeField(_("processed at"), null=True, blank=True)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    acknowledged_at = models.DateTimeField(_("acknowledged at"), null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("acknowledged by"),
+    )
+
+    class Meta:
+        verbose_name = _("gateway event")
+        verbose_name_plural = _("gateway events")
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["payment_method", "event_id"], name="gateway_event_once_per_method"
+            ),
+        ]
+        indexes = [models.Index(fields=["order", "outcome"], name="gateway_event_order_outcome")]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.event_id}"

@@ -1,0 +1,284 @@
+"""
+Payment actions: the one place where money facts meet an order.
+
+``apply_gateway_event`` applies a fact reported by a gateway (a callback, a
+staff-initiated capture's answer, a replay) whatever the channel: it locks the
+order, records the money once, runs the transition the current status
+allows, or keeps the fact as ignored with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+from uuid import uuid4
+
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django_fsm import can_proceed
+
+from orderflow.audit import Channel, audit_context, channel_or, current_audit
+from orders.exceptions import InvalidOrder
+from orders.models import ZERO, Order, PaymentStatus
+from orders.services import lock_order, parse_money, save_status
+from payments.exceptions import InvalidPaymentEvent
+from payments.gateways.base import AMOUNT_REQUIRED, EventKind, PaymentEvent
+from payments.models import EventOutcome, GatewayEvent, PaymentTransaction, TransactionKind
+
+LEDGER_KIND = {
+    EventKind.AUTHORIZED: TransactionKind.AUTHORIZATION,
+    EventKind.CAPTURED: TransactionKind.CAPTURE,
+    EventKind.DECLINED: TransactionKind.DECLINE,
+    EventKind.VOIDED: TransactionKind.VOID,
+    EventKind.REFUNDED: TransactionKind.REFUND,
+}
+
+TRANSITION = {
+    EventKind.AUTHORIZED: "authorize",
+    EventKind.CAPTURED: "capture",
+    EventKind.DECLINED: "decline",
+    EventKind.VOIDED: "void",
+    EventKind.REFUNDED: "refund",
+}
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What applying a money fact did."""
+
+    outcome: str
+    """``applied``, ``duplicate`` or ``ignored`` (an EventOutcome value)."""
+    order: Order
+    reason: str = ""
+    transaction: PaymentTransaction | None = None
+
+    @property
+    def order_status(self) -> str:
+        return self.order.status
+
+
+def record_transaction(
+    *,
+    order: Order,
+    kind: str,
+    amount: Decimal,
+    reference: str,
+    event: GatewayEvent | None = None,
+) -> tuple[PaymentTransaction, bool]:
+    """
+    Write one ledger row unless ``(method, kind, reference)`` is already there.
+
+    Return the row and whether it was created. The caller holds the order lock.
+    """
+    state = current_audit()
+    existing = PaymentTransaction.objects.filter(
+        payment_method_id=order.payment_method_id, kind=kind, reference=reference
+    ).first()
+    if existing is not None:
+        return existing, False
+    row = PaymentTransaction(
+        order=order,
+        payment_method_id=order.payment_method_id,
+        kind=kind,
+        amount=amount,
+        currency=order.currency,
+        reference=reference,
+        event=event,
+        created_by=state.user,
+        channel=state.channel or Channel.SYSTEM,
+    )
+    try:
+        with transaction.atomic():
+            row.save()
+    except IntegrityError:
+        # Another order's lock holder recorded the same reference first.
+        existing = PaymentTransaction.objects.get(
+            payment_method_id=order.payment_method_id, kind=kind, reference=reference
+        )
+        return existing, False
+    return row, True
+
+
+def ledger_totals(order: Order) -> tuple[Decimal, Decimal]:
+    """Return (captured, refunded) for the order, read inside the caller's lock."""
+    rows = (
+        PaymentTransaction.objects.filter(
+            order=order, kind__in=[TransactionKind.CAPTURE, TransactionKind.REFUND]
+        )
+        .values_list("kind")
+        .annotate(total=Sum("amount"))
+        .order_by()
+    )
+    sums = dict(rows)
+    return sums.get(TransactionKind.CAPTURE, ZERO), sums.get(TransactionKind.REFUND, ZERO)
+
+
+def _validated_amount(order: Order, event: PaymentEvent) -> Decimal:
+    if event.currency and event.currency.upper() != order.currency:
+        raise InvalidPaymentEvent(
+            _("Currency %(currency)s is not the order's currency (%(expected)s).")
+            % {"currency": event.currency, "expected": order.currency}
+        )
+    if event.amount is None:
+        if event.kind in AMOUNT_REQUIRED:
+            raise InvalidPaymentEvent(_("A %(kind)s event needs an amount.") % {"kind": event.kind})
+        return order.total if event.kind == EventKind.AUTHORIZED else ZERO
+    if event.amount == 0 and event.kind not in AMOUNT_REQUIRED:
+        return ZERO
+    try:
+        return parse_money(event.amount, what=_("The amount"))
+    except InvalidOrder as exc:
+        raise InvalidPaymentEvent(str(exc)) from None
+
+
+def _describe(event: PaymentEvent, amount: Decimal, currency: str) -> str:
+    if event.kind in AMOUNT_REQUIRED:
+        return _("Gateway reported %(kind)s %(amount)s %(currency)s (%(reference)s).") % {
+            "kind": event.kind,
+            "amount": amount,
+            "currency": currency,
+            "reference": event.reference,
+        }
+    return _("Gateway reported %(kind)s (%(reference)s).") % {
+        "kind": event.kind,
+        "reference": event.reference,
+    }
+
+
+def apply_gateway_event(
+    order: Order,
+    event: PaymentEvent,
+    *,
+    inbox: GatewayEvent | None = None,
+    user: Any = None,
+) -> ApplyResult:
+    """
+    Apply one money fact to an order, at most once.
+
+    - A reference already in the ledger for this method and kind: duplicate,
+      no effect.
+    - A refund beyond the refundable balance: ignored, kept out of the ledger.
+    - Otherwise the money is recorded; the transition runs if the current
+      status allows it, else the fact is ignored with the reason and the
+      order needs attention.
+
+    ``inbox`` is the stored gateway event behind the fact, updated with the
+    outcome; without one, an ignored fact is stored as a local event so the
+    order still shows up as needing attention. Raise InvalidPaymentEvent for
+    a malformed fact (no reference, bad amount, another currency).
+    """
+    reference = (event.reference or "").strip()
+    if not reference:
+        raise InvalidPaymentEvent(_("The gateway's reference for this movement is required."))
+
+    with transaction.atomic():
+        locked = lock_order(order)
+        amount = _validated_amount(locked, event)
+        ledger_kind = LEDGER_KIND[event.kind]
+        description = _describe(event, amount, locked.currency)
+        outer_reason = current_audit().reason
+        reason = f"{outer_reason} ({description})" if outer_reason else description
+        context = {"channel": channel_or(Channel.GATEWAY), "reason": reason}
+        if user is not None:
+            context["user"] = user
+
+        with audit_context(**context):
+            result = _apply_locked(locked, event, reference, ledger_kind, amount, inbox)
+            if inbox is not None:
+                inbox.outcome = result.outcome
+                inbox.detail = result.reason
+                inbox.order = locked
+                inbox.processed_at = timezone.now()
+                inbox.save(update_fields=["outcome", "detail", "order", "processed_at"])
+            elif result.outcome == EventOutcome.IGNORED:
+                GatewayEvent.objects.create(
+                    payment_method_id=locked.payment_method_id,
+                    event_id=f"local:{uuid4().hex}",
+                    event_type=f"local.{event.kind}",
+                    raw_body=json.dumps(
+                        {
+                            "kind": str(event.kind),
+                            "amount": str(amount),
+                            "currency": locked.currency,
+                            "reference": reference,
+                        }
+                    ),
+                    outcome=EventOutcome.IGNORED,
+                    detail=result.reason,
+                    order=locked,
+                    processed_at=timezone.now(),
+                    attempts=1,
+                )
+    return result
+
+
+def _apply_locked(
+    order: Order,
+    event: PaymentEvent,
+    reference: str,
+    ledger_kind: str,
+    amount: Decimal,
+    inbox: GatewayEvent | None,
+) -> ApplyResult:
+    existing = PaymentTransaction.objects.filter(
+        payment_method_id=order.payment_method_id, kind=ledger_kind, reference=reference
+    ).first()
+    if existing is not None:
+        return ApplyResult(
+            EventOutcome.DUPLICATE,
+            order,
+            _("Already recorded as ledger entry %(id)s on order %(number)s.")
+            % {"id": existing.pk, "number": existing.order.number},
+            existing,
+        )
+
+    captured, refunded = ledger_totals(order)
+    if event.kind == EventKind.REFUNDED and amount > captured - refunded:
+        return ApplyResult(
+            EventOutcome.IGNORED,
+            order,
+            _(
+                "Refund of %(amount)s %(currency)s is more than the refundable balance "
+                "(%(balance)s %(currency)s); not recorded in the ledger."
+            )
+            % {"amount": amount, "currency": order.currency, "balance": captured - refunded},
+        )
+
+    transition = getattr(order, TRANSITION[event.kind])
+    allowed = can_proceed(transition)
+    row, created = record_transaction(
+        order=order, kind=ledger_kind, amount=amount, reference=reference, event=inbox
+    )
+    if not created:
+        return ApplyResult(
+            EventOutcome.DUPLICATE,
+            order,
+            _("Already recorded as ledger entry %(id)s.") % {"id": row.pk},
+            row,
+        )
+    if not allowed:
+        return ApplyResult(
+            EventOutcome.IGNORED,
+            order,
+            _(
+                "A %(kind)s event is not allowed when the order is %(status)s; "
+                "it was recorded in the ledger and the status left unchanged."
+            )
+            % {"kind": event.kind, "status": PaymentStatus(order.status).label},
+            row,
+        )
+
+    old = order.status
+    if event.kind == EventKind.CAPTURED:
+        transition(net_paid=captured + amount - refunded)
+    elif event.kind == EventKind.REFUNDED:
+        transition(net_paid=captured - refunded - amount)
+    else:
+        transition()
+    if order.status != old:
+        save_status(order)
+    return ApplyResult(EventOutcome.APPLIED, order, "", row)
