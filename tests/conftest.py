@@ -1,0 +1,59 @@
+import os
+
+import pytest
+from django.db import connection
+
+from tests.factories import make_order, offline_method, online_method  # noqa: F401
+
+REQUIRE_POSTGRES = os.environ.get("ORDERFLOW_REQUIRE_POSTGRES") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip PostgreSQL-only tests on other databases, loudly; never in CI's PG run."""
+    if connection.vendor == "postgresql":
+        return
+    if REQUIRE_POSTGRES:
+        raise pytest.UsageError(
+            "ORDERFLOW_REQUIRE_POSTGRES=1 but DATABASE_URL does not point at PostgreSQL."
+        )
+    skip = pytest.mark.skip(
+        reason="needs PostgreSQL (row locks, real threads): set "
+        "DATABASE_URL=postgres://postgres@127.0.0.1:5432/orderflow"
+    )
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _fast_test_settings(settings):
+    # A deliberately weak hasher: test users are created by the hundred.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # pytest-django forces DEBUG=False; the manifest storage would then need
+    # collectstatic before any admin page renders.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    """A staff user without the override permission."""
+    return django_user_model.objects.create_user(
+        username="clerk", password="clerk-pass-123", is_staff=True
+    )
+
+
+@pytest.fixture
+def supervisor(django_user_model):
+    """A staff user allowed to override payment statuses."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(
+        username="supervisor", password="supervisor-pass-123", is_staff=True
+    )
+    user.user_permissions.add(
+        Permission.objects.get(codename="override_payment_status", content_type__app_label="orders")
+    )
+    return django_user_model.objects.get(pk=user.pk)  # fresh permission cache

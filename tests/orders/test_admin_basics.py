@@ -1,0 +1,132 @@
+"""The admin shows real data, keeps status read-only and history unrevertable."""
+
+import pytest
+from django.urls import reverse
+
+from orders.models import Order
+from orders.models import PaymentStatus as S
+from orders.services import override_status
+from payments.models import PaymentMethod
+
+
+@pytest.fixture
+def admin_client_(client, admin_user):
+    client.force_login(admin_user)
+    return client
+
+
+@pytest.mark.django_db
+def test_order_list_shows_orders_and_filters_attention(admin_client_, make_order, supervisor):
+    ok = make_order(S.PAID)
+    bad = override_status(
+        make_order(S.PAID), S.CANCELLED, user=supervisor, reason="x", allow_discouraged=True
+    )
+    url = reverse("admin:orders_order_changelist")
+
+    everything = admin_client_.get(url)
+    flagged = admin_client_.get(url, {"attention": "yes"})
+    fine = admin_client_.get(url, {"attention": "no"})
+
+    assert everything.status_code == 200
+    assert ok.number in everything.text and bad.number in everything.text
+    assert list(flagged.context["cl"].result_list) == [Order.objects.get(pk=bad.pk)]
+    assert list(fine.context["cl"].result_list) == [Order.objects.get(pk=ok.pk)]
+
+
+@pytest.mark.django_db
+def test_order_page_explains_attention(admin_client_, make_order, supervisor):
+    order = override_status(
+        make_order(S.PAID), S.CANCELLED, user=supervisor, reason="x", allow_discouraged=True
+    )
+
+    page = admin_client_.get(reverse("admin:orders_order_change", args=[order.pk]))
+
+    assert page.status_code == 200
+    assert "Money has been captured and kept (100.00 USD) but the status is Cancelled." in (
+        page.text
+    )
+
+
+@pytest.mark.django_db
+def test_status_cannot_be_changed_through_the_change_form(admin_client_, make_order):
+    order = make_order(S.AWAITING_PAYMENT)
+    url = reverse("admin:orders_order_change", args=[order.pk])
+
+    response = admin_client_.post(url, {"status": S.PAID, "customer_email": "a@example.com"})
+
+    assert response.status_code in (200, 302)
+    order.refresh_from_db()
+    assert order.status == S.AWAITING_PAYMENT
+
+
+@pytest.mark.django_db
+def test_history_revert_is_refused_even_when_posted(admin_client_, make_order):
+    order = make_order(S.PAID)
+    first = order.history.last()
+    url = reverse("admin:orders_order_simple_history", args=[order.pk, first.history_id])
+
+    assert admin_client_.get(url).status_code == 200
+    response = admin_client_.post(url, {"customer_email": "x@example.com"})
+
+    assert response.status_code == 403
+    order.refresh_from_db()
+    assert order.status == S.PAID
+
+
+@pytest.mark.django_db
+def test_history_page_lists_channel_and_reason(admin_client_, make_order):
+    order = make_order(S.PAID)
+
+    page = admin_client_.get(reverse("admin:orders_order_history", args=[order.pk]))
+
+    assert page.status_code == 200
+    assert "Gateway reported captured 100.00 USD" in page.text
+
+
+@pytest.mark.django_db
+def test_ledger_and_orders_cannot_be_added_or_deleted_in_admin(admin_client_, make_order):
+    order = make_order(S.PAID)
+    row = order.transactions.get()
+
+    assert admin_client_.get(reverse("admin:orders_order_add")).status_code == 403
+    assert admin_client_.get(reverse("admin:payments_paymenttransaction_add")).status_code == 403
+    delete = reverse("admin:payments_paymenttransaction_delete", args=[row.pk])
+    assert admin_client_.post(delete, {"post": "yes"}).status_code == 403
+    assert order.transactions.count() == 1
+
+
+@pytest.mark.django_db
+def test_webhook_secret_is_never_shown_and_kept_when_left_blank(admin_client_, online_method):
+    url = reverse("admin:payments_paymentmethod_change", args=[online_method.pk])
+
+    page = admin_client_.get(url)
+    assert page.status_code == 200
+    assert online_method.webhook_secret not in page.text
+
+    data = {
+        "code": online_method.code,
+        "name": "Renamed gateway",
+        "kind": online_method.kind,
+        "gateway": online_method.gateway,
+        "capture_mode": online_method.capture_mode,
+        "supports_refunds": "on",
+        "supports_partial_refunds": "on",
+        "is_active": "on",
+        "webhook_secret": "",
+    }
+    assert admin_client_.post(url, data).status_code == 302
+    online_method.refresh_from_db()
+    assert online_method.name == "Renamed gateway"
+    assert online_method.webhook_secret == "whsec_test_only_secret"
+
+    data["webhook_secret"] = "whsec_rotated"
+    admin_client_.post(url, data)
+    assert PaymentMethod.objects.get(pk=online_method.pk).webhook_secret == "whsec_rotated"
+
+
+@pytest.mark.django_db
+def test_staff_without_permissions_sees_no_orders(client, staff_user, make_order):
+    make_order(S.PAID)
+    client.force_login(staff_user)
+
+    assert client.get(reverse("admin:orders_order_changelist")).status_code == 403
