@@ -16,8 +16,9 @@ from functools import reduce
 from operator import or_
 
 from django.db import models
-from django.db.models import Exists, ExpressionWrapper, F, OuterRef, Q, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Exists, ExpressionWrapper, F, OuterRef, Q
+from django.db.models.functions import Round
+from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transition
@@ -26,7 +27,13 @@ from simple_history.models import HistoricalRecords
 from orderflow.audit import AuditedHistoricalModel
 
 ZERO = Decimal("0.00")
+CENT = Decimal("0.01")
 MONEY = {"max_digits": 12, "decimal_places": 2}
+
+
+def money(value) -> Decimal:
+    """Return an amount as a Decimal with two places (SQLite sums come back loose)."""
+    return Decimal(value if value is not None else 0).quantize(CENT)
 
 
 class PaymentStatus(models.TextChoices):
@@ -61,8 +68,8 @@ class AttentionRule:
     message: str
 
 
-# Each rule is a condition on the ledger annotations of OrderQuerySet
-# (captured_sum, refunded_sum, net_sum, has_authorization, has_void,
+# Each rule is a condition on the order's columns and the annotations of
+# OrderQuerySet.with_attention_inputs() (net_sum, has_authorization, has_void,
 # has_ignored_event). The same rules serve the admin filter (SQL) and the
 # per-order explanation, so they are written once.
 ATTENTION_RULES: tuple[AttentionRule, ...] = (
@@ -101,7 +108,7 @@ ATTENTION_RULES: tuple[AttentionRule, ...] = (
     ),
     AttentionRule(
         "refunded_nothing_captured",
-        Q(status=S.REFUNDED, captured_sum__lte=0),
+        Q(status=S.REFUNDED, captured_amount__lte=0),
         _("Marked Refunded, but no money was ever captured."),
     ),
     AttentionRule(
@@ -111,33 +118,27 @@ ATTENTION_RULES: tuple[AttentionRule, ...] = (
     ),
     AttentionRule(
         "cancelled_authorization_open",
-        Q(status=S.CANCELLED, has_authorization=True, has_void=False, captured_sum__lte=0),
+        Q(status=S.CANCELLED, has_authorization=True, has_void=False, captured_amount__lte=0),
         _("Cancelled, but the gateway's authorization was never voided."),
     ),
 )
 
 
 class OrderQuerySet(models.QuerySet):
-    def with_ledger(self) -> OrderQuerySet:
-        """Annotate ledger sums and flags used by the attention rules."""
+    def with_attention_inputs(self) -> OrderQuerySet:
+        """Annotate what the attention rules read besides the order's own columns."""
         from payments.models import EventOutcome, GatewayEvent, PaymentTransaction, TransactionKind
-
-        def total_of(kind: str) -> Coalesce:
-            rows = (
-                PaymentTransaction.objects.filter(order=OuterRef("pk"), kind=kind)
-                .order_by()
-                .values("order")
-                .annotate(s=Sum("amount"))
-                .values("s")
-            )
-            return Coalesce(Subquery(rows), ZERO, output_field=models.DecimalField(**MONEY))
 
         def has(kind: str) -> Exists:
             return Exists(PaymentTransaction.objects.filter(order=OuterRef("pk"), kind=kind))
 
         return self.annotate(
-            captured_sum=total_of(TransactionKind.CAPTURE),
-            refunded_sum=total_of(TransactionKind.REFUND),
+            # Rounded: SQLite computes with floats (100.10 - 0.10 > 100.00).
+            net_sum=Round(
+                F("captured_amount") - F("refunded_amount"),
+                2,
+                output_field=models.DecimalField(**MONEY),
+            ),
             has_authorization=has(TransactionKind.AUTHORIZATION),
             has_void=has(TransactionKind.VOID),
             has_ignored_event=Exists(
@@ -147,7 +148,7 @@ class OrderQuerySet(models.QuerySet):
                     acknowledged_at__isnull=True,
                 )
             ),
-        ).annotate(net_sum=F("captured_sum") - F("refunded_sum"))
+        )
 
     def with_attention(self) -> OrderQuerySet:
         """Annotate ``attention_flag`` and one ``attention_<code>`` flag per rule."""
@@ -158,7 +159,7 @@ class OrderQuerySet(models.QuerySet):
             for rule in ATTENTION_RULES
         }
         return (
-            self.with_ledger()
+            self.with_attention_inputs()
             .annotate(**flags)
             .annotate(
                 attention_flag=ExpressionWrapper(
@@ -170,10 +171,14 @@ class OrderQuerySet(models.QuerySet):
 
     def needing_attention(self) -> OrderQuerySet:
         """Orders whose status and ledger disagree, or with an ignored event."""
-        return self.with_ledger().filter(reduce(or_, (rule.condition for rule in ATTENTION_RULES)))
+        return self.with_attention_inputs().filter(
+            reduce(or_, (rule.condition for rule in ATTENTION_RULES))
+        )
 
     def not_needing_attention(self) -> OrderQuerySet:
-        return self.with_ledger().exclude(reduce(or_, (rule.condition for rule in ATTENTION_RULES)))
+        return self.with_attention_inputs().exclude(
+            reduce(or_, (rule.condition for rule in ATTENTION_RULES))
+        )
 
 
 class Order(ConcurrentTransitionMixin, models.Model):
@@ -202,7 +207,13 @@ class Order(ConcurrentTransitionMixin, models.Model):
         db_index=True,
         help_text=_("The gateway's id for this checkout (e.g. a Stripe PaymentIntent)."),
     )
-    placed_at = models.DateTimeField(_("placed at"), auto_now_add=True, db_index=True)
+    # Running totals of the ledger's captures and refunds, written by
+    # payments.services.record_transaction in the same transaction as the
+    # ledger row, under the order's row lock. They make the money checks and
+    # the attention filter plain column comparisons on a large table.
+    captured_amount = models.DecimalField(_("captured"), default=ZERO, editable=False, **MONEY)
+    refunded_amount = models.DecimalField(_("refunded"), default=ZERO, editable=False, **MONEY)
+    placed_at = models.DateTimeField(_("placed at"), default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     history = HistoricalRecords(bases=[AuditedHistoricalModel])
@@ -221,6 +232,12 @@ class Order(ConcurrentTransitionMixin, models.Model):
             models.CheckConstraint(
                 condition=Q(currency__regex=r"^[A-Z]{3}$"), name="order_currency_iso"
             ),
+            # Never more refunded than captured, never negative: enforced by
+            # the database whatever the code does.
+            models.CheckConstraint(
+                condition=Q(refunded_amount__gte=0, captured_amount__gte=F("refunded_amount")),
+                name="order_refunds_within_captures",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -237,30 +254,6 @@ class Order(ConcurrentTransitionMixin, models.Model):
             field.protected = True
 
     # -- money -------------------------------------------------------------
-
-    def _ledger_sum(self, kind: str) -> Decimal:
-        if self.pk is None:
-            return ZERO
-        total = self.transactions.filter(kind=kind).aggregate(s=Sum("amount"))["s"]
-        return total if total is not None else ZERO
-
-    @property
-    def captured_amount(self) -> Decimal:
-        """Money captured for this order, from the ledger."""
-        from payments.models import TransactionKind
-
-        if "captured_sum" in self.__dict__:
-            return self.__dict__["captured_sum"]
-        return self._ledger_sum(TransactionKind.CAPTURE)
-
-    @property
-    def refunded_amount(self) -> Decimal:
-        """Money refunded for this order, from the ledger."""
-        from payments.models import TransactionKind
-
-        if "refunded_sum" in self.__dict__:
-            return self.__dict__["refunded_sum"]
-        return self._ledger_sum(TransactionKind.REFUND)
 
     @property
     def net_paid_amount(self) -> Decimal:
@@ -295,9 +288,8 @@ class Order(ConcurrentTransitionMixin, models.Model):
         if self.pk is None:
             return []
         row = self._attention_row()
-        cents = Decimal("0.01")
         values = {
-            "net": f"{Decimal(row.net_sum).quantize(cents)} {self.currency}",
+            "net": f"{money(row.net_sum)} {self.currency}",
             "total": f"{self.total} {self.currency}",
             "status": PaymentStatus(self.status).label,
         }

@@ -9,12 +9,14 @@ context (``orderflow.audit``).
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_fsm import ConcurrentTransition, has_transition_perm
 
@@ -101,12 +103,14 @@ def place_order(
     payment_method: PaymentMethod | str,
     customer_email: str = "",
     initial: PaymentResult | None = None,
+    placed_at: datetime | None = None,
 ) -> Order:
     """
     Create an order in the status its payment method and checkout result imply.
 
     Money in ``initial`` (an authorization or capture) is written to the
-    ledger. Raise InvalidOrder naming the problem when the data is wrong.
+    ledger. ``placed_at`` defaults to now (an import may give the real time).
+    Raise InvalidOrder naming the problem when the data is wrong.
     """
     from payments.services import record_transaction
 
@@ -177,6 +181,7 @@ def place_order(
             payment_method=payment_method,
             customer_email=customer_email,
             gateway_reference=reference,
+            placed_at=placed_at or timezone.now(),
         )
         try:
             with transaction.atomic():

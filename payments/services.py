@@ -16,14 +16,13 @@ from typing import Any
 from uuid import uuid4
 
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
 from orderflow.audit import Channel, audit_context, channel_or, current_audit
 from orders.exceptions import InvalidOrder
-from orders.models import ZERO, Order, PaymentStatus
+from orders.models import ZERO, Order, PaymentStatus, money
 from orders.services import lock_order, parse_money, save_status
 from payments.exceptions import InvalidPaymentEvent
 from payments.gateways.base import AMOUNT_REQUIRED, EventKind, PaymentEvent
@@ -35,6 +34,11 @@ LEDGER_KIND = {
     EventKind.DECLINED: TransactionKind.DECLINE,
     EventKind.VOIDED: TransactionKind.VOID,
     EventKind.REFUNDED: TransactionKind.REFUND,
+}
+
+RUNNING_TOTAL = {
+    TransactionKind.CAPTURE: "captured_amount",
+    TransactionKind.REFUND: "refunded_amount",
 }
 
 TRANSITION = {
@@ -100,21 +104,16 @@ def record_transaction(
             payment_method_id=order.payment_method_id, kind=kind, reference=reference
         )
         return existing, False
+    total_field = RUNNING_TOTAL.get(kind)
+    if total_field:
+        # Keep the order's running total in step with the ledger, in the same
+        # transaction. update() writes no history row: money moving without a
+        # status change is in the ledger, not in the status history.
+        # The caller holds the row lock, so the value read with it is current.
+        new_total = money(getattr(order, total_field) + amount)
+        Order.objects.filter(pk=order.pk).update(**{total_field: new_total})
+        setattr(order, total_field, new_total)
     return row, True
-
-
-def ledger_totals(order: Order) -> tuple[Decimal, Decimal]:
-    """Return (captured, refunded) for the order, read inside the caller's lock."""
-    rows = (
-        PaymentTransaction.objects.filter(
-            order=order, kind__in=[TransactionKind.CAPTURE, TransactionKind.REFUND]
-        )
-        .values_list("kind")
-        .annotate(total=Sum("amount"))
-        .order_by()
-    )
-    sums = dict(rows)
-    return sums.get(TransactionKind.CAPTURE, ZERO), sums.get(TransactionKind.REFUND, ZERO)
 
 
 def _validated_amount(order: Order, event: PaymentEvent) -> Decimal:
@@ -136,17 +135,15 @@ def _validated_amount(order: Order, event: PaymentEvent) -> Decimal:
 
 
 def _describe(event: PaymentEvent, amount: Decimal, currency: str) -> str:
-    if event.kind in AMOUNT_REQUIRED:
-        return _("Gateway reported %(kind)s %(amount)s %(currency)s (%(reference)s).") % {
-            "kind": event.kind,
-            "amount": amount,
-            "currency": currency,
-            "reference": event.reference,
-        }
-    return _("Gateway reported %(kind)s (%(reference)s).") % {
-        "kind": event.kind,
-        "reference": event.reference,
+    values = {"amount": amount, "currency": currency, "reference": event.reference}
+    texts = {
+        EventKind.AUTHORIZED: _("Payment authorized (ref. %(reference)s)."),
+        EventKind.CAPTURED: _("Payment captured: %(amount)s %(currency)s (ref. %(reference)s)."),
+        EventKind.DECLINED: _("Payment declined (ref. %(reference)s)."),
+        EventKind.VOIDED: _("Authorization voided (ref. %(reference)s)."),
+        EventKind.REFUNDED: _("Refund: %(amount)s %(currency)s (ref. %(reference)s)."),
     }
+    return texts[event.kind] % values
 
 
 def apply_gateway_event(
@@ -181,7 +178,7 @@ def apply_gateway_event(
         ledger_kind = LEDGER_KIND[event.kind]
         description = _describe(event, amount, locked.currency)
         outer_reason = current_audit().reason
-        reason = f"{outer_reason} ({description})" if outer_reason else description
+        reason = f"{outer_reason} — {description}" if outer_reason else description
         context = {"channel": channel_or(Channel.GATEWAY), "reason": reason}
         if user is not None:
             context["user"] = user
@@ -236,7 +233,7 @@ def _apply_locked(
             existing,
         )
 
-    captured, refunded = ledger_totals(order)
+    captured, refunded = order.captured_amount, order.refunded_amount
     if event.kind == EventKind.REFUNDED and amount > captured - refunded:
         return ApplyResult(
             EventOutcome.IGNORED,

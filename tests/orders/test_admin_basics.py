@@ -80,7 +80,7 @@ def test_history_page_lists_channel_and_reason(admin_client_, make_order):
     page = admin_client_.get(reverse("admin:orders_order_history", args=[order.pk]))
 
     assert page.status_code == 200
-    assert "Gateway reported captured 100.00 USD" in page.text
+    assert "Payment captured: 100.00 USD" in page.text
 
 
 @pytest.mark.django_db

@@ -30,8 +30,8 @@ def test_each_change_leaves_one_record_with_user_reason_and_channel(online_metho
     rows = [(r.status, r.channel, r.history_user, r.history_change_reason) for r in records(order)]
     assert rows == [
         (S.AWAITING_PAYMENT, "storefront", None, "Order placed: Awaiting payment."),
-        (S.AUTHORIZED, "gateway", None, "Gateway reported authorized (pi_1)."),
-        (S.PAID, "gateway", None, "Gateway reported captured 50.00 USD (tx_1)."),
+        (S.AUTHORIZED, "gateway", None, "Payment authorized (ref. pi_1)."),
+        (S.PAID, "gateway", None, "Payment captured: 50.00 USD (ref. tx_1)."),
         (S.REFUNDED, "admin", supervisor, "goodwill"),
     ]
     assert all(r.history_date for r in records(order))
@@ -76,9 +76,7 @@ def test_command_channel_and_outer_reason_are_kept(make_order):
 
     latest = order.history.first()
     assert latest.channel == "command"
-    assert latest.history_change_reason == (
-        "refund batch 12 (Gateway reported refunded 100.00 USD (re_1).)"
-    )
+    assert latest.history_change_reason == ("refund batch 12 — Refund: 100.00 USD (ref. re_1).")
 
 
 @pytest.mark.django_db

@@ -66,6 +66,9 @@ def test_different_partial_captures_from_16_threads_all_count(make_order):
     assert all(r.outcome == "applied" for r in results)
     order = Order.objects.get(pk=order.pk)
     assert order.captured_amount == Decimal("160.00")
+    assert order.captured_amount == sum(
+        PaymentTransaction.objects.filter(order=order).values_list("amount", flat=True)
+    )
     assert order.status == S.PAID
     assert not order.needs_attention
     statuses = list(order.history.order_by("history_date").values_list("status", flat=True))
@@ -110,6 +113,9 @@ def test_refunds_racing_a_capture_never_overdraw(make_order):
     order = Order.objects.get(pk=order.pk)
     applied_refunds = sum(1 for r in results[1:] if r.outcome == "applied")
     assert order.refunded_amount == Decimal("15.00") * applied_refunds
+    ledger_refunds = PaymentTransaction.objects.filter(order=order, kind=TransactionKind.REFUND)
+    assert ledger_refunds.count() == applied_refunds
+    assert order.captured_amount == Decimal("200.00")
     assert order.net_paid_amount >= 0
     assert order.status == order.status_for_net_paid(order.net_paid_amount)
     # Refunds beyond the balance are kept out of the ledger as ignored events;

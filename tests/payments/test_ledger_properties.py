@@ -1,0 +1,143 @@
+"""Random sequences of gateway events and overrides keep the money invariants."""
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+from orders.exceptions import AlreadyInStatus
+from orders.models import Order
+from orders.models import PaymentStatus as S
+from orders.services import override_status, place_order
+from payments.gateways import PaymentEvent
+from payments.models import EventOutcome, GatewayEvent, PaymentTransaction, TransactionKind
+from payments.services import LEDGER_KIND, apply_gateway_event
+from tests.factories import next_number, next_ref
+
+cents = st.integers(min_value=1, max_value=12_000).map(lambda c: Decimal(c) / 100)
+
+
+def ledger_sum(order, kind) -> Decimal:
+    return sum(
+        PaymentTransaction.objects.filter(order=order, kind=kind).values_list("amount", flat=True),
+        Decimal("0.00"),
+    )
+
+
+class PaymentWorkflow(RuleBasedStateMachine):
+    method = None
+
+    @initialize(total=st.integers(min_value=100, max_value=10_000).map(lambda c: Decimal(c) / 100))
+    def place(self, total):
+        self.order = place_order(
+            number=next_number(), total=total, currency="USD", payment_method=self.method
+        )
+        self.captured = Decimal("0.00")
+        self.refunded = Decimal("0.00")
+        self.changes = 1  # the creation record
+        self.references: list[PaymentEvent] = []
+        self.overridden = False
+
+    def apply(self, fact: PaymentEvent):
+        before = self.order.status
+        result = apply_gateway_event(self.order, fact)
+        self.order = result.order
+        if result.outcome != EventOutcome.DUPLICATE and result.transaction is not None:
+            if fact.kind == "captured":
+                self.captured += fact.amount
+            elif fact.kind == "refunded":
+                self.refunded += fact.amount
+        if self.order.status != before:
+            self.changes += 1
+        if fact not in self.references:
+            self.references.append(fact)
+        return result
+
+    @rule(amount=cents)
+    def capture(self, amount):
+        self.apply(PaymentEvent("captured", next_ref("cap"), amount))
+
+    @rule(amount=cents)
+    def refund(self, amount):
+        result = self.apply(PaymentEvent("refunded", next_ref("ref"), amount))
+        if amount > self.captured - self.refunded + (amount if result.transaction else 0):
+            assert result.transaction is None
+
+    @rule(kind=st.sampled_from(["authorized", "declined", "voided"]))
+    def status_event(self, kind):
+        self.apply(PaymentEvent(kind, next_ref(kind)))
+
+    @rule(data=st.data())
+    def replay(self, data):
+        if self.references:
+            fact = data.draw(st.sampled_from(self.references))
+            recorded = PaymentTransaction.objects.filter(
+                kind=LEDGER_KIND[fact.kind], reference=fact.reference
+            ).exists()
+            result = self.apply(fact)
+            # Recorded money is never counted twice; a refund once refused for
+            # lack of balance may be recorded when reported again later.
+            assert (result.outcome == EventOutcome.DUPLICATE) == recorded
+
+    @rule(status=st.sampled_from(S.values))
+    def override(self, status):
+        try:
+            self.order = override_status(
+                self.order, status, user=None, reason="property test", allow_discouraged=True
+            )
+        except AlreadyInStatus:
+            return
+        self.changes += 1
+        self.overridden = True
+
+    @invariant()
+    def ledger_matches_what_was_applied(self):
+        order = Order.objects.get(pk=self.order.pk)
+        assert order.captured_amount == self.captured == ledger_sum(order, TransactionKind.CAPTURE)
+        assert order.refunded_amount == self.refunded == ledger_sum(order, TransactionKind.REFUND)
+        assert order.net_paid_amount >= 0
+
+    @invariant()
+    def one_history_record_per_change(self):
+        assert self.order.history.count() == self.changes
+
+    @invariant()
+    def attention_is_explained(self):
+        order = Order.objects.get(pk=self.order.pk)
+        in_filter = Order.objects.needing_attention().filter(pk=order.pk).exists()
+        assert order.needs_attention == in_filter == bool(order.attention_reasons)
+        ignored = GatewayEvent.objects.filter(order=order, outcome=EventOutcome.IGNORED).exists()
+        if not self.overridden and not ignored and order.net_paid_amount <= order.total:
+            # Only allowed gateway events, no overpayment: the status follows the ledger.
+            assert not order.needs_attention, order.attention_reasons
+        if order.status in (S.PAID, S.PARTIALLY_PAID) and not order.needs_attention:
+            assert order.status == order.status_for_net_paid(order.net_paid_amount)
+
+    @invariant()
+    def each_reference_counted_once(self):
+        rows = PaymentTransaction.objects.filter(order=self.order)
+        keys = list(rows.values_list("kind", "reference"))
+        assert len(keys) == len(set(keys))
+        assert not rows.filter(kind=TransactionKind.REFUND, amount__lte=0).exists()
+
+
+@pytest.mark.django_db
+def test_random_event_sequences_keep_money_invariants(online_method):
+    PaymentWorkflow.method = online_method
+    run_state_machine_as_test(
+        PaymentWorkflow,
+        settings=settings(
+            max_examples=40,
+            stateful_step_count=15,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        ),
+    )
