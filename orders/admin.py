@@ -117,9 +117,15 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
     def net_paid(self, obj: Order):
         return obj.net_paid_amount
 
-    @admin.display(description=_("attention"), boolean=True, ordering="attention_flag")
-    def attention(self, obj: Order) -> bool:
-        return obj.needs_attention
+    @admin.display(description=_("attention"), ordering="-attention_flag")
+    def attention(self, obj: Order):
+        if not obj.needs_attention:
+            return ""
+        return format_html(
+            '<strong style="color: var(--error-fg, #ba2121)" title="{}">&#9888; {}</strong>',
+            " ".join(obj.attention_reasons),
+            _("Needs attention"),
+        )
 
     @admin.display(description=_("money"))
     def money_summary(self, obj: Order):
