@@ -59,10 +59,9 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
     list_display = [
         "number",
         "status",
-        "total",
-        "currency",
-        "payment_method",
+        "order_total",
         "net_paid",
+        "payment_method",
         "attention",
         "placed_at",
     ]
@@ -113,9 +112,13 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    @admin.display(description=_("total"), ordering="total")
+    def order_total(self, obj: Order) -> str:
+        return f"{obj.total} {obj.currency}"
+
     @admin.display(description=_("net paid"), ordering="net_sum")
-    def net_paid(self, obj: Order):
-        return obj.net_paid_amount
+    def net_paid(self, obj: Order) -> str:
+        return f"{obj.net_paid_amount} {obj.currency}"
 
     @admin.display(description=_("attention"), ordering="-attention_flag")
     def attention(self, obj: Order):
