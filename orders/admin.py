@@ -4,6 +4,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from orderflow.history_admin import ReadOnlyHistoryAdmin
+from orderflow.money import format_money
 from orders.models import Order
 from payments.models import GatewayEvent, PaymentTransaction
 
@@ -114,11 +115,11 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
 
     @admin.display(description=_("total"), ordering="total")
     def order_total(self, obj: Order) -> str:
-        return f"{obj.total} {obj.currency}"
+        return format_money(obj.total, obj.currency)
 
     @admin.display(description=_("net paid"), ordering="net_sum")
     def net_paid(self, obj: Order) -> str:
-        return f"{obj.net_paid_amount} {obj.currency}"
+        return format_money(obj.net_paid_amount, obj.currency)
 
     @admin.display(description=_("attention"), ordering="-attention_flag")
     def attention(self, obj: Order):
@@ -133,11 +134,10 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
     @admin.display(description=_("money"))
     def money_summary(self, obj: Order):
         return format_html(
-            "{} {} captured, {} refunded, {} kept",
-            obj.captured_amount,
-            obj.currency,
-            obj.refunded_amount,
-            obj.net_paid_amount,
+            "{} captured, {} refunded, {} kept",
+            format_money(obj.captured_amount, obj.currency),
+            format_money(obj.refunded_amount, obj.currency),
+            format_money(obj.net_paid_amount, obj.currency),
         )
 
     @admin.display(description=_("needs attention"))

@@ -25,15 +25,15 @@ from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transi
 from simple_history.models import HistoricalRecords
 
 from orderflow.audit import AuditedHistoricalModel
+from orderflow.money import MONEY_FIELD, STORAGE_PLACES, format_money
 
-ZERO = Decimal("0.00")
-CENT = Decimal("0.01")
-MONEY = {"max_digits": 12, "decimal_places": 2}
+ZERO = Decimal("0.000")
+MONEY = MONEY_FIELD
 
 
 def money(value) -> Decimal:
-    """Return an amount as a Decimal with two places (SQLite sums come back loose)."""
-    return Decimal(value if value is not None else 0).quantize(CENT)
+    """Return an amount at storage precision (SQLite sums come back as floats)."""
+    return Decimal(str(value) if value is not None else 0).quantize(Decimal("0.001"))
 
 
 class PaymentStatus(models.TextChoices):
@@ -136,7 +136,7 @@ class OrderQuerySet(models.QuerySet):
             # Rounded: SQLite computes with floats (100.10 - 0.10 > 100.00).
             net_sum=Round(
                 F("captured_amount") - F("refunded_amount"),
-                2,
+                STORAGE_PLACES,
                 output_field=models.DecimalField(**MONEY),
             ),
             has_authorization=has(TransactionKind.AUTHORIZATION),
@@ -289,8 +289,8 @@ class Order(ConcurrentTransitionMixin, models.Model):
             return []
         row = self._attention_row()
         values = {
-            "net": f"{money(row.net_sum)} {self.currency}",
-            "total": f"{self.total} {self.currency}",
+            "net": format_money(row.net_sum, self.currency),
+            "total": format_money(self.total, self.currency),
             "status": PaymentStatus(self.status).label,
         }
         return [

@@ -21,8 +21,9 @@ from django.utils.translation import gettext as _
 from django_fsm import ConcurrentTransition, has_transition_perm
 
 from orderflow.audit import Channel, audit_context, channel_or
+from orderflow.money import currency_exponent, decimals_of
 from orders.exceptions import AlreadyInStatus, ConcurrentChange, DiscouragedTransition, InvalidOrder
-from orders.models import Order, PaymentStatus
+from orders.models import Order, PaymentStatus, money
 from orders.policy import discouraged_reason
 from payments.gateways.base import CheckoutOutcome, PaymentResult
 from payments.models import CaptureMode, PaymentMethod, TransactionKind
@@ -48,21 +49,24 @@ def save_status(order: Order) -> None:
         ) from exc
 
 
-def parse_money(value: Any, *, what: str) -> Decimal:
-    """Return ``value`` as a positive amount with at most two decimals, or raise."""
+def parse_money(value: Any, *, what: str, currency: str) -> Decimal:
+    """Return ``value`` as a positive amount valid in ``currency``, or raise InvalidOrder."""
     try:
-        amount = Decimal(str(value))
+        amount = Decimal(str(value).strip())
     except (InvalidOperation, ValueError):
         raise InvalidOrder(
             _("%(what)s %(value)r is not a number.") % {"what": what, "value": value}
         ) from None
     if not amount.is_finite() or amount <= 0:
         raise InvalidOrder(_("%(what)s must be greater than zero.") % {"what": what})
-    if amount != amount.quantize(Decimal("0.01")):
-        raise InvalidOrder(_("%(what)s has more than two decimals.") % {"what": what})
-    if amount >= Decimal("1e10"):
+    if decimals_of(amount) > currency_exponent(currency):
+        raise InvalidOrder(
+            _("%(what)s %(value)s has more decimals than %(currency)s allows.")
+            % {"what": what, "value": value, "currency": currency}
+        )
+    if amount >= Decimal("1e11"):
         raise InvalidOrder(_("%(what)s is too large.") % {"what": what})
-    return amount.quantize(Decimal("0.01"))
+    return money(amount)
 
 
 def _initial_status(method: PaymentMethod, initial: PaymentResult | None, total: Decimal) -> str:
@@ -117,12 +121,12 @@ def place_order(
     number = (number or "").strip()
     if not number:
         raise InvalidOrder(_("The order number is required."))
-    total = parse_money(total, what=_("The order total"))
     currency = (currency or "").strip().upper()
     if len(currency) != 3 or not currency.isalpha() or not currency.isascii():
         raise InvalidOrder(
             _("Currency %(currency)r is not a 3-letter ISO code.") % {"currency": currency}
         )
+    total = parse_money(total, what=_("The order total"), currency=currency)
     if customer_email:
         try:
             validate_email(customer_email)
@@ -154,7 +158,7 @@ def place_order(
     reference = initial.reference.strip() if initial is not None else ""
     if money_kind is not None:
         amount = initial.amount if initial.amount is not None else total
-        amount = parse_money(amount, what=_("The checkout amount"))
+        amount = parse_money(amount, what=_("The checkout amount"), currency=currency)
         if amount > total:
             raise InvalidOrder(
                 _("The checkout amount %(amount)s is more than the order total %(total)s.")

@@ -16,8 +16,9 @@ from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
 from orderflow.audit import AuditedHistoricalModel
+from orderflow.money import MONEY_FIELD, format_money
 
-MONEY = {"max_digits": 12, "decimal_places": 2}
+MONEY = MONEY_FIELD
 
 
 class PaymentMethodKind(models.TextChoices):
@@ -165,7 +166,8 @@ class PaymentTransaction(models.Model):
         indexes = [models.Index(fields=["order", "kind"], name="ledger_order_kind")]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} {self.amount} {self.currency} ({self.reference})"
+        amount = format_money(self.amount, self.currency)
+        return f"{self.get_kind_display()} {amount} ({self.reference})"
 
     def save(self, *args, **kwargs) -> None:
         if not self._state.adding:

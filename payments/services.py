@@ -21,6 +21,7 @@ from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
 from orderflow.audit import Channel, audit_context, channel_or, current_audit
+from orderflow.money import format_money
 from orders.exceptions import InvalidOrder
 from orders.models import ZERO, Order, PaymentStatus, money
 from orders.services import lock_order, parse_money, save_status
@@ -129,19 +130,19 @@ def _validated_amount(order: Order, event: PaymentEvent) -> Decimal:
     if event.amount == 0 and event.kind not in AMOUNT_REQUIRED:
         return ZERO
     try:
-        return parse_money(event.amount, what=_("The amount"))
+        return parse_money(event.amount, what=_("The amount"), currency=order.currency)
     except InvalidOrder as exc:
         raise InvalidPaymentEvent(str(exc)) from None
 
 
 def _describe(event: PaymentEvent, amount: Decimal, currency: str) -> str:
-    values = {"amount": amount, "currency": currency, "reference": event.reference}
+    values = {"amount": format_money(amount, currency), "reference": event.reference}
     texts = {
         EventKind.AUTHORIZED: _("Payment authorized (ref. %(reference)s)."),
-        EventKind.CAPTURED: _("Payment captured: %(amount)s %(currency)s (ref. %(reference)s)."),
+        EventKind.CAPTURED: _("Payment captured: %(amount)s (ref. %(reference)s)."),
         EventKind.DECLINED: _("Payment declined (ref. %(reference)s)."),
         EventKind.VOIDED: _("Authorization voided (ref. %(reference)s)."),
-        EventKind.REFUNDED: _("Refund: %(amount)s %(currency)s (ref. %(reference)s)."),
+        EventKind.REFUNDED: _("Refund: %(amount)s (ref. %(reference)s)."),
     }
     return texts[event.kind] % values
 
@@ -239,10 +240,13 @@ def _apply_locked(
             EventOutcome.IGNORED,
             order,
             _(
-                "Refund of %(amount)s %(currency)s is more than the refundable balance "
-                "(%(balance)s %(currency)s); not recorded in the ledger."
+                "Refund of %(amount)s is more than the refundable balance (%(balance)s); "
+                "not recorded in the ledger."
             )
-            % {"amount": amount, "currency": order.currency, "balance": captured - refunded},
+            % {
+                "amount": format_money(amount, order.currency),
+                "balance": format_money(captured - refunded, order.currency),
+            },
         )
 
     transition = getattr(order, TRANSITION[event.kind])

@@ -7,9 +7,13 @@ in these types and never touch the ORM.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from typing import Protocol
+
+from orderflow.money import currency_exponent, decimals_of, from_minor_units
 
 
 class CheckoutOutcome(StrEnum):
@@ -76,3 +80,100 @@ class PaymentEvent:
             raise ValueError(f"Unknown event {self.kind!r}; expected one of: {allowed}.") from None
         if self.amount is not None:
             object.__setattr__(self, "amount", Decimal(str(self.amount)))
+
+
+# -- callbacks (inbound) --------------------------------------------------------
+
+
+class SignatureError(Exception):
+    """The callback's signature is missing, wrong or stale. Never echo the header."""
+
+
+class MalformedCallback(Exception):
+    """The callback is signed but unusable; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class ParsedCallback:
+    """A verified callback, in orderflow's terms."""
+
+    event_id: str
+    event_type: str
+    event: PaymentEvent | None
+    """The money fact; None for an event type orderflow does not act on."""
+    order_number: str = ""
+    order_reference: str = ""
+    """The gateway's id for the checkout, to find the order without a number."""
+
+
+# -- staff actions (outbound) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutboundRequest:
+    """A capture, void or refund asked of the gateway."""
+
+    order_number: str
+    checkout_reference: str
+    """The gateway's id for the checkout (authorization / PaymentIntent)."""
+    amount: Decimal
+    currency: str
+    idempotency_key: str
+    """Same key, same answer: a double click never moves money twice."""
+
+
+@dataclass(frozen=True)
+class OutboundResult:
+    """The gateway's answer to a capture, void or refund."""
+
+    reference: str
+    """The gateway's id for this money movement (the ledger reference)."""
+    amount: Decimal
+
+
+class Gateway(Protocol):
+    """What an adapter provides. Adapters never touch the ORM."""
+
+    key: str
+
+    def verify(self, *, body: bytes, headers: Mapping[str, str], secret: str) -> None:
+        """Raise SignatureError unless the body was signed with ``secret`` recently."""
+
+    def parse(self, body: bytes) -> ParsedCallback:
+        """Return the callback in orderflow's terms or raise MalformedCallback."""
+
+    def capture(self, request: OutboundRequest, *, credentials: str) -> OutboundResult:
+        """Capture authorized money; raise GatewayError when refused."""
+
+    def void(self, request: OutboundRequest, *, credentials: str) -> OutboundResult:
+        """Release an authorization; raise GatewayError when refused."""
+
+    def refund(self, request: OutboundRequest, *, credentials: str) -> OutboundResult:
+        """Give captured money back; raise GatewayError when refused."""
+
+
+# -- money in callbacks ------------------------------------------------------------
+
+
+def minor_units_amount(value: object, currency: str, *, field: str = "amount") -> Decimal:
+    """Parse a positive whole number of minor units (Stripe's format) into an amount."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedCallback(f"{field} {value!r} is not a whole number of minor units")
+    if value <= 0:
+        raise MalformedCallback(f"{field} must be greater than zero")
+    return from_minor_units(value, currency)
+
+
+def major_units_amount(value: object, currency: str, *, field: str = "amount") -> Decimal:
+    """Parse a decimal string such as "25.00" in the currency's major units."""
+    if not isinstance(value, str) or not value.strip():
+        raise MalformedCallback(f'{field} must be a decimal string such as "25.00"')
+    try:
+        amount = Decimal(value.strip())
+    except InvalidOperation:
+        raise MalformedCallback(f"{field} {value!r} is not a number") from None
+    if not amount.is_finite() or amount <= 0:
+        raise MalformedCallback(f"{field} must be greater than zero")
+    if decimals_of(amount) > currency_exponent(currency):
+        raise MalformedCallback(f"{field} {value} has more decimals than {currency} allows")
+    return amount

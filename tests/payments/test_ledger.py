@@ -144,7 +144,7 @@ def test_ledger_rows_cannot_be_changed_or_deleted(make_order):
         (PaymentEvent("captured", "", amount="1.00"), "reference"),
         (PaymentEvent("captured", "r"), "needs an amount"),
         (PaymentEvent("refunded", "r", amount="-1"), "greater than zero"),
-        (PaymentEvent("captured", "r", amount="1.005"), "two decimals"),
+        (PaymentEvent("captured", "r", amount="1.005"), "more decimals than USD allows"),
         (PaymentEvent("captured", "r", amount="1.00", currency="EUR"), "not the order's currency"),
     ],
 )

@@ -1,0 +1,60 @@
+"""
+Money in a currency's units.
+
+Amounts are Decimals stored with three places, enough for every ISO 4217
+currency (KWD and BHD have three; JPY none). Gateways that count in minor
+units (cents, yen, fils) are converted with the currency's exponent.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+STORAGE_PLACES = 3
+MONEY_FIELD = {"max_digits": 15, "decimal_places": STORAGE_PLACES}
+
+# ISO 4217 minor-unit exponents that are not 2.
+_EXPONENTS = {
+    **dict.fromkeys(
+        [
+            "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI",
+            "VND", "VUV", "XAF", "XOF", "XPF",
+        ],
+        0,
+    ),
+    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
+}  # fmt: skip
+
+
+def currency_exponent(currency: str) -> int:
+    """Return how many decimals the currency's minor unit has (JPY 0, USD 2, KWD 3)."""
+    return _EXPONENTS.get(currency.upper(), 2)
+
+
+def decimals_of(amount: Decimal) -> int:
+    exponent = amount.normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def in_currency(amount: Decimal | int | float | str | None, currency: str) -> Decimal:
+    """Return the amount rounded to the currency's decimals (for sums and display)."""
+    value = Decimal(str(amount)) if amount is not None else Decimal(0)
+    return value.quantize(Decimal(1).scaleb(-currency_exponent(currency)))
+
+
+def format_money(amount: Decimal | None, currency: str) -> str:
+    """Return e.g. "25.00 USD", "1500 JPY", "1.234 KWD"."""
+    return f"{in_currency(amount, currency)} {currency}"
+
+
+def from_minor_units(value: int, currency: str) -> Decimal:
+    """Convert a whole number of minor units to an amount."""
+    return Decimal(value).scaleb(-currency_exponent(currency))
+
+
+def to_minor_units(amount: Decimal, currency: str) -> int:
+    """Convert an amount to a whole number of the currency's minor units."""
+    scaled = Decimal(amount).scaleb(currency_exponent(currency))
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{amount} has more decimals than {currency} allows")
+    return int(scaled)
