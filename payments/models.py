@@ -57,9 +57,35 @@ class PaymentMethod(models.Model):
         blank=True,
         help_text=_("Used to verify callbacks. Stored, never displayed."),
     )
+    api_key = models.CharField(
+        _("API key"),
+        max_length=255,
+        blank=True,
+        help_text=_(
+            "The gateway's secret API key for captures, voids and refunds "
+            "(Stripe: sk_...). Stored, never displayed."
+        ),
+    )
+    signature_failures = models.PositiveBigIntegerField(
+        _("rejected callbacks"),
+        default=0,
+        editable=False,
+        help_text=_("Callbacks refused for a missing, wrong or stale signature."),
+    )
+    last_signature_failure_at = models.DateTimeField(
+        _("last rejected callback"), null=True, blank=True, editable=False
+    )
 
-    # The secret never reaches the history tables.
-    history = HistoricalRecords(bases=[AuditedHistoricalModel], excluded_fields=["webhook_secret"])
+    # Secrets never reach the history tables; the failure counter is noise there.
+    history = HistoricalRecords(
+        bases=[AuditedHistoricalModel],
+        excluded_fields=[
+            "webhook_secret",
+            "api_key",
+            "signature_failures",
+            "last_signature_failure_at",
+        ],
+    )
 
     class Meta:
         verbose_name = _("payment method")
@@ -164,6 +190,11 @@ class PaymentTransaction(models.Model):
             models.CheckConstraint(condition=~Q(reference=""), name="ledger_reference_required"),
         ]
         indexes = [models.Index(fields=["order", "kind"], name="ledger_order_kind")]
+        permissions = [
+            ("capture_payment", _("Can capture payments through the gateway")),
+            ("void_payment", _("Can void payments through the gateway")),
+            ("refund_payment", _("Can refund payments through the gateway")),
+        ]
 
     def __str__(self) -> str:
         amount = format_money(self.amount, self.currency)

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import uuid4
 
+from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -25,8 +26,15 @@ from orderflow.money import format_money
 from orders.exceptions import InvalidOrder
 from orders.models import ZERO, Order, PaymentStatus, money
 from orders.services import lock_order, parse_money, save_status
-from payments.exceptions import InvalidPaymentEvent
-from payments.gateways.base import AMOUNT_REQUIRED, EventKind, PaymentEvent
+from payments.exceptions import InvalidPaymentEvent, PaymentError
+from payments.gateways.base import (
+    AMOUNT_REQUIRED,
+    EventKind,
+    Gateway,
+    OutboundRequest,
+    PaymentEvent,
+)
+from payments.gateways.registry import get_gateway
 from payments.models import EventOutcome, GatewayEvent, PaymentTransaction, TransactionKind
 
 LEDGER_KIND = {
@@ -283,3 +291,150 @@ def _apply_locked(
     if order.status != old:
         save_status(order)
     return ApplyResult(EventOutcome.APPLIED, order, "", row)
+
+
+# -- staff-initiated money actions -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    order: Order
+    gateway: Gateway
+    request: OutboundRequest
+
+
+def _plan_action(order: Order, action: str, amount: Any, user: Any) -> _Plan:
+    """Check permission, capability and balance under the lock; return the request."""
+    if user is not None and not user.has_perm(f"payments.{action}_payment"):
+        raise PermissionDenied(
+            _("You are not allowed to %(action)s payments.") % {"action": action}
+        )
+    with transaction.atomic():
+        locked = lock_order(order)
+        method = locked.payment_method
+        gateway = get_gateway(method.gateway) if method.is_online else None
+        if gateway is None:
+            raise PaymentError(
+                _("%(method)s is not an online gateway: record or return the money by hand.")
+                % {"method": method.name}
+            )
+        captured, refunded = locked.captured_amount, locked.refunded_amount
+        currency = locked.currency
+        if action == "capture":
+            if locked.status not in (PaymentStatus.AUTHORIZED, PaymentStatus.PARTIALLY_PAID):
+                raise PaymentError(
+                    _("Only an authorized payment can be captured; order %(n)s is %(s)s.")
+                    % {"n": locked.number, "s": PaymentStatus(locked.status).label}
+                )
+            limit = locked.total - captured
+            default = limit
+        elif action == "void":
+            if locked.status != PaymentStatus.AUTHORIZED:
+                raise PaymentError(
+                    _("Only an authorized, uncaptured payment can be voided; order %(n)s is %(s)s.")
+                    % {"n": locked.number, "s": PaymentStatus(locked.status).label}
+                )
+            limit = default = locked.total
+        else:
+            if not method.supports_refunds:
+                raise PaymentError(
+                    _("%(method)s does not support refunds.") % {"method": method.name}
+                )
+            if locked.status not in (PaymentStatus.PAID, PaymentStatus.PARTIALLY_PAID):
+                raise PaymentError(
+                    _("Only a paid or partially paid order can be refunded; order %(n)s is %(s)s.")
+                    % {"n": locked.number, "s": PaymentStatus(locked.status).label}
+                )
+            limit = default = captured - refunded
+        if amount is None or action == "void":
+            value = default
+        else:
+            try:
+                value = parse_money(amount, what=_("The amount"), currency=currency)
+            except InvalidOrder as exc:
+                raise PaymentError(str(exc)) from None
+        if value <= 0 or value > limit:
+            raise PaymentError(
+                _("The amount %(amount)s is more than the %(limit)s that can be %(done)s.")
+                % {
+                    "amount": format_money(value, currency),
+                    "limit": format_money(limit, currency),
+                    "done": {"capture": _("captured"), "refund": _("refunded")}.get(action, ""),
+                }
+            )
+        if action == "refund" and value < limit and not method.supports_partial_refunds:
+            raise PaymentError(
+                _("%(method)s only refunds the whole balance (%(limit)s).")
+                % {"method": method.name, "limit": format_money(limit, currency)}
+            )
+        checkout = locked.gateway_reference or (
+            locked.transactions.filter(kind=TransactionKind.AUTHORIZATION)
+            .values_list("reference", flat=True)
+            .first()
+        )
+        if not checkout:
+            raise PaymentError(
+                _("Order %(n)s has no gateway reference to %(action)s against.")
+                % {"n": locked.number, "action": action}
+            )
+        # The same click twice (same order state, same amount) sends the same
+        # key, so the gateway moves the money once.
+        key = f"orderflow:{locked.pk}:{action}:{value}:{captured}:{refunded}"
+        request = OutboundRequest(
+            order_number=locked.number,
+            checkout_reference=checkout,
+            amount=value,
+            currency=currency,
+            idempotency_key=key,
+        )
+    return _Plan(locked, gateway, request)
+
+
+def _run_action(order: Order, action: str, amount: Any, *, user: Any, reason: str) -> ApplyResult:
+    plan = _plan_action(order, action, amount, user)
+    method = plan.order.payment_method
+    # The gateway call happens outside the row lock: a slow gateway must not
+    # block callbacks for the order.
+    call = getattr(plan.gateway, action)
+    answer = call(plan.request, credentials=method.api_key)
+    kind = {"capture": EventKind.CAPTURED, "void": EventKind.VOIDED, "refund": EventKind.REFUNDED}
+    fact = PaymentEvent(
+        kind=kind[action],
+        reference=answer.reference,
+        amount=answer.amount,
+        currency=plan.request.currency,
+    )
+    channel = channel_or(Channel.ADMIN if user is not None else Channel.SYSTEM)
+    with audit_context(channel=channel, user=user, reason=reason):
+        return apply_gateway_event(plan.order, fact, user=user)
+
+
+def capture_payment(order: Order, amount: Any = None, *, user: Any) -> ApplyResult:
+    """
+    Capture authorized money through the gateway (default: what is left to pay).
+
+    Raise PermissionDenied without ``payments.capture_payment``, PaymentError
+    when the order or method does not allow it, GatewayError when the gateway
+    refuses. The gateway's reference is recorded, so its later callback for
+    the same capture is a duplicate.
+    """
+    return _run_action(order, "capture", amount, user=user, reason=_("Captured by staff."))
+
+
+def void_payment(order: Order, *, user: Any) -> ApplyResult:
+    """Release an authorization through the gateway; the order becomes Cancelled."""
+    return _run_action(order, "void", None, user=user, reason=_("Voided by staff."))
+
+
+def refund_payment(order: Order, amount: Any = None, *, user: Any, reason: str) -> ApplyResult:
+    """
+    Refund through the gateway (default: the whole refundable balance).
+
+    Only where the method supports refunds, partially only where it supports
+    partial refunds, never beyond the refundable balance. ``reason`` is
+    required and goes to the history.
+    """
+    reason = (reason or "").strip()
+    if not reason:
+        raise PaymentError(_("A reason is required to refund."))
+    return _run_action(order, "refund", amount, user=user, reason=reason)
