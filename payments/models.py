@@ -256,6 +256,19 @@ class GatewayEvent(models.Model):
         verbose_name=_("order"),
     )
     processed_at = models.DateTimeField(_("processed at"), null=True, blank=True)
+    kind = models.CharField(
+        _("fact"), max_length=20, blank=True, help_text=_("What the event meant for the order.")
+    )
+    amount = models.DecimalField(_("amount"), null=True, blank=True, **MONEY)
+    reference = models.CharField(_("reference"), max_length=255, blank=True)
+    deferred = models.BooleanField(
+        _("waiting for a capture"),
+        default=False,
+        help_text=_(
+            "A refund reported before enough money was captured; recorded as soon as a "
+            "capture makes the balance sufficient."
+        ),
+    )
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
     acknowledged_at = models.DateTimeField(_("acknowledged at"), null=True, blank=True)
     acknowledged_by = models.ForeignKey(

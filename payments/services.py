@@ -68,6 +68,8 @@ class ApplyResult:
     order: Order
     reason: str = ""
     transaction: PaymentTransaction | None = None
+    deferred: bool = False
+    """A refund beyond the balance, retried when a capture arrives."""
 
     @property
     def order_status(self) -> str:
@@ -194,32 +196,101 @@ def apply_gateway_event(
 
         with audit_context(**context):
             result = _apply_locked(locked, event, reference, ledger_kind, amount, inbox)
+            _record_outcome(locked, event.kind, amount, reference, result, inbox)
+        if event.kind == EventKind.CAPTURED and result.outcome != EventOutcome.DUPLICATE:
+            _apply_deferred_refunds(locked)
+        if event.kind == EventKind.REFUNDED and result.transaction is not None:
+            # The same refund may also be waiting from an earlier report.
+            waiting = GatewayEvent.objects.filter(
+                order=locked, outcome=EventOutcome.IGNORED, deferred=True, reference=reference
+            )
             if inbox is not None:
-                inbox.outcome = result.outcome
-                inbox.detail = result.reason
-                inbox.order = locked
-                inbox.processed_at = timezone.now()
-                inbox.save(update_fields=["outcome", "detail", "order", "processed_at"])
-            elif result.outcome == EventOutcome.IGNORED:
-                GatewayEvent.objects.create(
-                    payment_method_id=locked.payment_method_id,
-                    event_id=f"local:{uuid4().hex}",
-                    event_type=f"local.{event.kind}",
-                    raw_body=json.dumps(
-                        {
-                            "kind": str(event.kind),
-                            "amount": str(amount),
-                            "currency": locked.currency,
-                            "reference": reference,
-                        }
-                    ),
-                    outcome=EventOutcome.IGNORED,
-                    detail=result.reason,
-                    order=locked,
-                    processed_at=timezone.now(),
-                    attempts=1,
-                )
+                waiting = waiting.exclude(pk=inbox.pk)
+            waiting.update(
+                outcome=EventOutcome.DUPLICATE,
+                deferred=False,
+                detail=_("Recorded by a later report of the same refund."),
+            )
     return result
+
+
+def _record_outcome(
+    order: Order,
+    kind: str,
+    amount: Decimal,
+    reference: str,
+    result: ApplyResult,
+    inbox: GatewayEvent | None,
+) -> None:
+    """Write the outcome on the stored event; keep an ignored local fact as an event."""
+    if inbox is None:
+        if result.outcome != EventOutcome.IGNORED:
+            return
+        inbox = GatewayEvent(
+            payment_method_id=order.payment_method_id,
+            event_id=f"local:{uuid4().hex}",
+            event_type=f"local.{kind}",
+            raw_body=json.dumps(
+                {
+                    "kind": str(kind),
+                    "amount": str(amount),
+                    "currency": order.currency,
+                    "reference": reference,
+                }
+            ),
+            attempts=1,
+        )
+    inbox.outcome = result.outcome
+    inbox.detail = result.reason
+    inbox.order = order
+    inbox.processed_at = timezone.now()
+    inbox.kind = str(kind)
+    inbox.amount = amount
+    inbox.reference = reference
+    inbox.deferred = result.deferred
+    if inbox.pk is None:
+        inbox.save()
+    else:
+        inbox.save(
+            update_fields=[
+                "outcome",
+                "detail",
+                "order",
+                "processed_at",
+                "kind",
+                "amount",
+                "reference",
+                "deferred",
+            ]
+        )
+
+
+def _apply_deferred_refunds(order: Order) -> None:
+    """
+    Record refunds that were reported before enough money was captured.
+
+    Gateways do not promise to deliver events in order: a refund may arrive
+    before the capture it refunds. Such a refund is kept as ignored and
+    deferred; once a capture makes the balance sufficient, it is recorded,
+    oldest first. The caller holds the order lock.
+    """
+    pending = GatewayEvent.objects.filter(
+        order=order, outcome=EventOutcome.IGNORED, deferred=True
+    ).order_by("received_at", "id")
+    for waiting in pending:
+        if waiting.amount > order.captured_amount - order.refunded_amount:
+            continue
+        fact = PaymentEvent(EventKind.REFUNDED, waiting.reference, waiting.amount)
+        note = _("Refund reported earlier (event %(id)s), recorded once the capture arrived.") % {
+            "id": waiting.event_id
+        }
+        with audit_context(reason=f"{note} {_describe(fact, waiting.amount, order.currency)}"):
+            result = _apply_locked(
+                order, fact, waiting.reference, TransactionKind.REFUND, waiting.amount, waiting
+            )
+            _record_outcome(
+                order, EventKind.REFUNDED, waiting.amount, waiting.reference, result, waiting
+            )
 
 
 def _apply_locked(
@@ -249,12 +320,14 @@ def _apply_locked(
             order,
             _(
                 "Refund of %(amount)s is more than the refundable balance (%(balance)s); "
-                "not recorded in the ledger."
+                "not recorded in the ledger. It will be recorded if a capture makes the "
+                "balance sufficient."
             )
             % {
                 "amount": format_money(amount, order.currency),
                 "balance": format_money(captured - refunded, order.currency),
             },
+            deferred=True,
         )
 
     transition = getattr(order, TRANSITION[event.kind])
@@ -368,7 +441,10 @@ def _plan_action(order: Order, action: str, amount: Any, user: Any) -> _Plan:
                 % {"method": method.name, "limit": format_money(limit, currency)}
             )
         checkout = locked.gateway_reference or (
-            locked.transactions.filter(kind=TransactionKind.AUTHORIZATION)
+            locked.transactions.filter(
+                kind__in=[TransactionKind.AUTHORIZATION, TransactionKind.CAPTURE]
+            )
+            .order_by("kind", "id")  # an authorization first, else the first capture
             .values_list("reference", flat=True)
             .first()
         )

@@ -1,0 +1,87 @@
+"""Section 11 through the callback view: real threads on PostgreSQL."""
+
+from decimal import Decimal
+
+import pytest
+from django.test import Client
+
+from orders.models import Order
+from orders.models import PaymentStatus as S
+from orders.services import override_status
+from payments.models import GatewayEvent, PaymentTransaction, TransactionKind
+from payments.services import refund_payment
+from tests.payments.callbacks import body_for, post
+from tests.payments.test_concurrency import run_together
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+def test_same_event_from_16_threads_counts_once(make_order):
+    order = make_order(S.AUTHORIZED)
+    body = body_for(order.number, "payment.captured", amount="100.00")
+
+    answers = run_together(*[lambda: post(Client(), body).json()] * 16)
+
+    assert sorted(a["status"] for a in answers) == ["applied"] + ["duplicate"] * 15
+    order = Order.objects.get(pk=order.pk)
+    assert order.status == S.PAID
+    assert PaymentTransaction.objects.filter(order=order, kind=TransactionKind.CAPTURE).count() == 1
+    assert order.history.filter(status=S.PAID).count() == 1
+    assert GatewayEvent.objects.filter(order=order).count() == 1
+
+
+def test_capture_and_15_refunds_racing_end_at_net_25(make_order):
+    order = make_order(S.AUTHORIZED)
+    capture = body_for(order.number, "payment.captured", amount="100.00")
+    refunds = [body_for(order.number, "payment.refunded", amount="5.00") for _ in range(15)]
+
+    answers = run_together(
+        lambda: post(Client(), capture), *[lambda b=b: post(Client(), b) for b in refunds]
+    )
+
+    assert all(a.status_code == 200 for a in answers)
+    order = Order.objects.get(pk=order.pk)
+    assert order.net_paid_amount == Decimal("25.00")
+    assert order.status == S.PARTIALLY_PAID
+    money_rows = PaymentTransaction.objects.filter(
+        order=order, kind__in=[TransactionKind.CAPTURE, TransactionKind.REFUND]
+    )
+    assert money_rows.count() == 16
+    assert not order.needs_attention
+
+
+@pytest.mark.parametrize("round_", range(4))
+def test_callback_racing_an_admin_override_loses_neither(make_order, supervisor, round_):
+    order = make_order(S.AWAITING_PAYMENT)
+    body = body_for(order.number, "payment.authorized", transaction="pi_race")
+
+    answer, overridden = run_together(
+        lambda: post(Client(), body),
+        lambda: override_status(order, S.CANCELLED, user=supervisor, reason="customer called"),
+    )
+
+    assert answer.status_code == 200
+    assert not isinstance(overridden, Exception)
+    order = Order.objects.get(pk=order.pk)
+    history = list(order.history.order_by("history_date").values_list("status", "channel"))
+    # Both writes are in the history, in one order or the other.
+    assert (S.CANCELLED, "system") in history
+    assert order.transactions.filter(kind=TransactionKind.AUTHORIZATION).count() == 1
+    if answer.json()["status"] == "applied":
+        assert history[-2:] == [(S.AUTHORIZED, "gateway"), (S.CANCELLED, "system")]
+    else:
+        assert answer.json()["status"] == "ignored"
+        assert history[-1] == (S.CANCELLED, "system")
+    assert order.status == S.CANCELLED
+
+
+def test_double_clicked_refund_moves_money_once(make_order, supervisor):
+    order = make_order(S.PAID)
+
+    results = run_together(
+        *[lambda: refund_payment(order, "10.00", user=None, reason="double click")] * 2
+    )
+
+    assert sorted(r.outcome for r in results) == ["applied", "duplicate"]
+    order = Order.objects.get(pk=order.pk)
+    assert order.refunded_amount == Decimal("10.00")
