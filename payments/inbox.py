@@ -167,9 +167,9 @@ def process_event(event: GatewayEvent) -> CallbackResponse:
                 raise PaymentError(f"no gateway adapter {method.gateway!r}")
             parsed = gateway.parse(row.raw_body.encode("utf-8"))
             if parsed.event is None:
-                detail = _("Event type %(type)s is not used by orderflow.") % {
-                    "type": row.event_type
-                }
+                detail = parsed.ignore_reason or _(
+                    "Event type %(type)s is not used by orderflow."
+                ) % {"type": row.event_type}
                 _finish(row, EventOutcome.IGNORED, detail)
                 return CallbackResponse(200, {"status": "ignored", "reason": detail}, row)
             order = _find_order(method, parsed)

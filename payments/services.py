@@ -136,7 +136,10 @@ def _validated_amount(order: Order, event: PaymentEvent) -> Decimal:
     if event.amount is None:
         if event.kind in AMOUNT_REQUIRED:
             raise InvalidPaymentEvent(_("A %(kind)s event needs an amount.") % {"kind": event.kind})
-        return order.total if event.kind == EventKind.AUTHORIZED else ZERO
+        # A hold and its release are for the order total unless the gateway says.
+        if event.kind in (EventKind.AUTHORIZED, EventKind.VOIDED):
+            return order.total
+        return ZERO
     if event.amount == 0 and event.kind not in AMOUNT_REQUIRED:
         return ZERO
     try:

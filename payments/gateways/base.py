@@ -104,6 +104,8 @@ class ParsedCallback:
     order_number: str = ""
     order_reference: str = ""
     """The gateway's id for the checkout, to find the order without a number."""
+    ignore_reason: str = ""
+    """Why ``event`` is None, when the type is one orderflow knows."""
 
 
 # -- staff actions (outbound) ------------------------------------------------------
