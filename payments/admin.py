@@ -1,19 +1,30 @@
+from collections import Counter
+
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
 from orderflow.history_admin import ReadOnlyHistoryAdmin
-from payments.models import GatewayEvent, PaymentMethod, PaymentTransaction
+from payments.inbox import REPLAYABLE_OUTCOMES, acknowledge_events, replay_gateway_event
+from payments.models import EventOutcome, GatewayEvent, PaymentMethod, PaymentTransaction
 
 
-class PaymentMethodForm(forms.ModelForm):
-    webhook_secret = forms.CharField(
-        label=_("webhook secret"),
+def write_only_field(label: str) -> forms.CharField:
+    """A secret's form field: never filled in on the page, empty keeps the stored value."""
+    return forms.CharField(
+        label=label,
         required=False,
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text=_("Write a new secret to replace the stored one; leave empty to keep it."),
+        help_text=_("Write a new value to replace the stored one; leave empty to keep it."),
     )
+
+
+class PaymentMethodForm(forms.ModelForm):
+    webhook_secret = write_only_field(_("webhook secret"))
+    api_key = write_only_field(_("API key"))
 
     class Meta:
         model = PaymentMethod
@@ -27,12 +38,20 @@ class PaymentMethodForm(forms.ModelForm):
             "supports_partial_refunds",
             "is_active",
             "webhook_secret",
+            "api_key",
         ]
 
-    def clean_webhook_secret(self):
-        new = self.cleaned_data.get("webhook_secret")
+    def _kept(self, name: str) -> str:
         # An empty field keeps the stored secret: it is never sent to the page.
-        return new or (self.instance.webhook_secret if self.instance.pk else "")
+        return self.cleaned_data.get(name) or (
+            getattr(self.instance, name) if self.instance.pk else ""
+        )
+
+    def clean_webhook_secret(self) -> str:
+        return self._kept("webhook_secret")
+
+    def clean_api_key(self) -> str:
+        return self._kept("api_key")
 
 
 @admin.register(PaymentMethod)
@@ -52,9 +71,17 @@ class PaymentMethodAdmin(ReadOnlyHistoryAdmin):
     list_filter = ["kind", "gateway", "is_active"]
     search_fields = ["code", "name"]
 
+    readonly_fields = ["callback_url", "signature_failures", "last_signature_failure_at"]
+
     @admin.display(description=_("webhook secret"), boolean=True)
     def secret_is_set(self, obj: PaymentMethod) -> bool:
         return bool(obj.webhook_secret)
+
+    @admin.display(description=_("callback URL"))
+    def callback_url(self, obj: PaymentMethod) -> str:
+        if not obj.pk or not obj.is_online:
+            return "-"
+        return reverse("payments:callback", args=[obj.code])
 
     def has_delete_permission(self, request, obj=None):
         return False
@@ -99,9 +126,53 @@ class GatewayEventAdmin(ReadOnlyAdmin):
         "event_id",
         "order",
         "outcome",
+        "attention",
         "attempts",
     ]
-    list_filter = ["outcome", "payment_method", "event_type"]
-    search_fields = ["event_id", "order__number"]
+    list_filter = ["outcome", "deferred", "payment_method", "event_type"]
+    search_fields = ["event_id", "order__number", "reference"]
     list_select_related = ["order", "payment_method"]
     date_hierarchy = "received_at"
+    actions = ["replay", "acknowledge"]
+
+    @admin.display(description=_("needs attention"), boolean=True)
+    def attention(self, obj: GatewayEvent) -> bool:
+        return obj.outcome == EventOutcome.IGNORED and obj.acknowledged_at is None
+
+    def has_replay_permission(self, request) -> bool:
+        return request.user.has_perm("payments.replay_gatewayevent")
+
+    def has_acknowledge_permission(self, request) -> bool:
+        return request.user.has_perm("payments.acknowledge_gatewayevent")
+
+    @admin.action(
+        description=_("Replay selected failed or unmatched events"), permissions=["replay"]
+    )
+    def replay(self, request, queryset):
+        if not self.has_replay_permission(request):
+            raise PermissionDenied
+        done: Counter[str] = Counter()
+        for event in queryset.filter(outcome__in=REPLAYABLE_OUTCOMES).order_by("received_at"):
+            replay_gateway_event(event)
+            event.refresh_from_db()
+            done[event.outcome] += 1
+        skipped = queryset.exclude(outcome__in=REPLAYABLE_OUTCOMES).count()
+        summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(done.items()))
+        self.message_user(
+            request,
+            _("Replayed %(n)s event(s): %(summary)s. %(skipped)s skipped (not replayable).")
+            % {"n": sum(done.values()), "summary": summary or "-", "skipped": skipped},
+            messages.WARNING if done[EventOutcome.FAILED] else messages.SUCCESS,
+        )
+
+    @admin.action(
+        description=_(
+            "Acknowledge selected ignored events (the order no longer needs attention for them)"
+        ),
+        permissions=["acknowledge"],
+    )
+    def acknowledge(self, request, queryset):
+        if not self.has_acknowledge_permission(request):
+            raise PermissionDenied
+        count = acknowledge_events(queryset, user=request.user)
+        self.message_user(request, _("Acknowledged %(n)s event(s).") % {"n": count})

@@ -212,3 +212,10 @@ def replay_gateway_event(event: GatewayEvent) -> CallbackResponse:
         )
     with audit_context(reason=_("Replay of gateway event %(id)s") % {"id": event.event_id}):
         return process_event(event)
+
+
+def acknowledge_events(events, *, user: Any) -> int:
+    """Mark ignored events as seen by staff; their orders stop needing attention for them."""
+    return events.filter(outcome=EventOutcome.IGNORED, acknowledged_at__isnull=True).update(
+        acknowledged_at=timezone.now(), acknowledged_by=user
+    )

@@ -290,6 +290,10 @@ class GatewayEvent(models.Model):
             ),
         ]
         indexes = [models.Index(fields=["order", "outcome"], name="gateway_event_order_outcome")]
+        permissions = [
+            ("replay_gatewayevent", _("Can replay failed or unmatched gateway events")),
+            ("acknowledge_gatewayevent", _("Can acknowledge ignored gateway events")),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.event_id}"

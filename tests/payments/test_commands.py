@@ -117,3 +117,35 @@ def test_replay_filters(client, online_method):
     assert "would be replayed" in run("replay_gateway_events", "--newer-than", "1h", "--dry-run")
     with pytest.raises(CommandError, match="not an age"):
         run("replay_gateway_events", "--newer-than", "soon")
+
+
+def test_admin_replay_and_acknowledge_actions_check_permissions(
+    client, online_method, staff_user, admin_user, make_order
+):
+    from django.urls import reverse
+
+    post(client, body_for("LATE2", "payment.authorized"))
+    cancelled = make_order(S.CANCELLED)
+    post(client, body_for(cancelled.number, "payment.declined"))
+    url = reverse("admin:payments_gatewayevent_changelist")
+    ids = [str(pk) for pk in GatewayEvent.objects.values_list("pk", flat=True)]
+
+    from django.contrib.auth.models import Permission
+
+    staff_user.user_permissions.add(Permission.objects.get(codename="view_gatewayevent"))
+    client.force_login(staff_user)
+    for action in ["replay", "acknowledge"]:
+        client.post(url, {"action": action, "_selected_action": ids})
+    assert not GatewayEvent.objects.filter(acknowledged_at__isnull=False).exists()
+    assert GatewayEvent.objects.get(event_type="payment.authorized").attempts == 1
+
+    client.force_login(admin_user)
+    place_order(number="LATE2", total="20.00", currency="USD", payment_method=online_method)
+    client.post(url, {"action": "replay", "_selected_action": ids})
+    client.post(url, {"action": "acknowledge", "_selected_action": ids})
+
+    assert GatewayEvent.objects.get(event_type="payment.authorized").outcome == "applied"
+    cancelled.refresh_from_db()
+    assert not cancelled.needs_attention
+    ack = GatewayEvent.objects.get(event_type="payment.declined")
+    assert ack.acknowledged_by == admin_user
