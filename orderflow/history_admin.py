@@ -7,7 +7,7 @@ from simple_history.admin import SimpleHistoryAdmin
 class ReadOnlyHistoryAdmin(SimpleHistoryAdmin):
     """SimpleHistoryAdmin without revert: a history row can be read, not replayed."""
 
-    history_list_display = ["channel", "history_change_reason"]
+    history_list_display = ["channel"]
 
     def revert_disabled(self, request, obj=None):
         return True

@@ -101,7 +101,7 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
         (_("Dates"), {"fields": ["placed_at", "updated_at"]}),
     ]
     inlines = [LedgerInline, GatewayEventInline]
-    history_list_display = ["status", "channel", "history_change_reason"]
+    history_list_display = ["status", "channel"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).with_attention()

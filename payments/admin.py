@@ -4,6 +4,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.urls import reverse
+from django.utils.text import capfirst, format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from orderflow.history_admin import ReadOnlyHistoryAdmin
@@ -14,7 +15,7 @@ from payments.models import EventOutcome, GatewayEvent, PaymentMethod, PaymentTr
 def write_only_field(label: str) -> forms.CharField:
     """A secret's form field: never filled in on the page, empty keeps the stored value."""
     return forms.CharField(
-        label=label,
+        label=capfirst(label),
         required=False,
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
@@ -40,6 +41,13 @@ class PaymentMethodForm(forms.ModelForm):
             "webhook_secret",
             "api_key",
         ]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("webhook_secret", "api_key"):
+            stored = bool(self.instance.pk and getattr(self.instance, name))
+            state = _("A value is stored.") if stored else _("Nothing is stored yet.")
+            self.fields[name].help_text = format_lazy("{} {}", state, self.fields[name].help_text)
 
     def _kept(self, name: str) -> str:
         # An empty field keeps the stored secret: it is never sent to the page.
