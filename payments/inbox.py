@@ -184,7 +184,7 @@ def process_event(event: GatewayEvent) -> CallbackResponse:
                     _("Order %(order)s is not paid with %(method)s.")
                     % {"order": order.number, "method": method.code}
                 )
-            row.save(update_fields=["attempts"])
+            # apply_gateway_event saves the outcome and the attempt count together.
             result = apply_gateway_event(order, parsed.event, inbox=row)
     except (InvalidPaymentEvent, MalformedCallback) as exc:
         _mark_after_rollback(event, EventOutcome.REJECTED, str(exc))

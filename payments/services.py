@@ -83,18 +83,22 @@ def record_transaction(
     amount: Decimal,
     reference: str,
     event: GatewayEvent | None = None,
+    checked: bool = False,
 ) -> tuple[PaymentTransaction, bool]:
     """
     Write one ledger row unless ``(method, kind, reference)`` is already there.
 
-    Return the row and whether it was created. The caller holds the order lock.
+    Return the row and whether it was created. The caller holds the order
+    lock; ``checked=True`` says it has just looked for the reference itself.
+    The unique constraint stays the last word either way.
     """
     state = current_audit()
-    existing = PaymentTransaction.objects.filter(
-        payment_method_id=order.payment_method_id, kind=kind, reference=reference
-    ).first()
-    if existing is not None:
-        return existing, False
+    if not checked:
+        existing = PaymentTransaction.objects.filter(
+            payment_method_id=order.payment_method_id, kind=kind, reference=reference
+        ).first()
+        if existing is not None:
+            return existing, False
     row = PaymentTransaction(
         order=order,
         payment_method_id=order.payment_method_id,
@@ -264,6 +268,7 @@ def _record_outcome(
                 "amount",
                 "reference",
                 "deferred",
+                "attempts",
             ]
         )
 
@@ -336,7 +341,12 @@ def _apply_locked(
     transition = getattr(order, TRANSITION[event.kind])
     allowed = can_proceed(transition)
     row, created = record_transaction(
-        order=order, kind=ledger_kind, amount=amount, reference=reference, event=inbox
+        order=order,
+        kind=ledger_kind,
+        amount=amount,
+        reference=reference,
+        event=inbox,
+        checked=True,
     )
     if not created:
         return ApplyResult(
