@@ -69,4 +69,4 @@ def test_only_the_callback_view_may_be_csrf_exempt():
         for cb in walk(get_resolver().url_patterns)
         if getattr(cb, "csrf_exempt", False)
     }
-    assert exempt <= allowed
+    assert exempt == allowed
