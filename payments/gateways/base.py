@@ -84,6 +84,15 @@ class PaymentEvent:
 
 # -- callbacks (inbound) --------------------------------------------------------
 
+SIGNATURE_TOLERANCE_SECONDS = 300
+"""How far a signature's timestamp may be from now, either way."""
+
+
+def header_value(headers: Mapping[str, str], name: str) -> str:
+    """Return a header by case-insensitive name ('' when absent)."""
+    wanted = name.lower()
+    return next((value for key, value in headers.items() if key.lower() == wanted), "")
+
 
 class SignatureError(Exception):
     """The callback's signature is missing, wrong or stale. Never echo the header."""

@@ -31,6 +31,7 @@ from django.conf import settings
 
 from payments.exceptions import GatewayError
 from payments.gateways.base import (
+    SIGNATURE_TOLERANCE_SECONDS,
     EventKind,
     MalformedCallback,
     OutboundRequest,
@@ -38,11 +39,12 @@ from payments.gateways.base import (
     ParsedCallback,
     PaymentEvent,
     SignatureError,
+    header_value,
     major_units_amount,
 )
 
 SIGNATURE_HEADER = "X-Orderflow-Signature"
-TOLERANCE_SECONDS = 300
+TOLERANCE_SECONDS = SIGNATURE_TOLERANCE_SECONDS
 
 EVENT_TYPES = {
     "payment.authorized": EventKind.AUTHORIZED,
@@ -93,20 +95,13 @@ def build_body(
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def _header(headers: Mapping[str, str], name: str) -> str:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return ""
-
-
 class HmacGateway:
     key = "hmac"
 
     def verify(self, *, body: bytes, headers: Mapping[str, str], secret: str) -> None:
         if not secret:
             raise SignatureError("the payment method has no webhook secret")
-        header = _header(headers, SIGNATURE_HEADER)
+        header = header_value(headers, SIGNATURE_HEADER)
         if not header:
             raise SignatureError(f"missing {SIGNATURE_HEADER} header")
         timestamp: int | None = None

@@ -50,6 +50,7 @@ from django.utils.translation import gettext as _
 from orderflow.money import from_minor_units, to_minor_units
 from payments.exceptions import GatewayError
 from payments.gateways.base import (
+    SIGNATURE_TOLERANCE_SECONDS,
     EventKind,
     MalformedCallback,
     OutboundRequest,
@@ -57,11 +58,12 @@ from payments.gateways.base import (
     ParsedCallback,
     PaymentEvent,
     SignatureError,
+    header_value,
     minor_units_amount,
 )
 
 SIGNATURE_HEADER = "Stripe-Signature"
-TOLERANCE_SECONDS = 300
+TOLERANCE_SECONDS = SIGNATURE_TOLERANCE_SECONDS
 
 PAYMENT_INTENT_EVENTS = {
     "payment_intent.amount_capturable_updated": EventKind.AUTHORIZED,
@@ -80,13 +82,6 @@ REFUND_EVENTS = frozenset(
 # A refund in one of these states has moved, or is moving, the money back.
 # "failed", "canceled" and "requires_action" refunds are not counted.
 COUNTED_REFUND_STATUSES = frozenset({"succeeded", "pending"})
-
-
-def _header(headers: Mapping[str, str], name: str) -> str:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return ""
 
 
 def _signature_timestamp(header: str) -> int:
@@ -213,7 +208,7 @@ class StripeGateway:
         # messages written here leave this method.
         if not secret or not secret.strip():
             raise SignatureError("the payment method has no webhook secret")
-        header = _header(headers, SIGNATURE_HEADER)
+        header = header_value(headers, SIGNATURE_HEADER)
         if not header:
             raise SignatureError(f"missing {SIGNATURE_HEADER} header")
         try:
