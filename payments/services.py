@@ -71,10 +71,6 @@ class ApplyResult:
     deferred: bool = False
     """A refund beyond the balance, retried when a capture arrives."""
 
-    @property
-    def order_status(self) -> str:
-        return self.order.status
-
 
 def record_transaction(
     *,

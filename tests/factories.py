@@ -9,8 +9,8 @@ import factory
 import pytest
 
 from orders.models import Order, PaymentStatus
-from orders.services import override_status, place_order
-from payments.gateways import PaymentEvent, PaymentResult
+from orders.services import place_order
+from payments.gateways import PaymentEvent
 from payments.models import CaptureMode, PaymentMethod, PaymentMethodKind
 from payments.services import apply_gateway_event
 
@@ -104,17 +104,3 @@ def make_order(db, online_method):
         return bring_to(order, status)
 
     return build
-
-
-__all__ = [
-    "PaymentMethodFactory",
-    "PaymentResult",
-    "bring_to",
-    "event",
-    "make_order",
-    "next_number",
-    "next_ref",
-    "offline_method",
-    "online_method",
-    "override_status",
-]
