@@ -523,3 +523,15 @@ def refund_payment(order: Order, amount: Any = None, *, user: Any, reason: str) 
     if not reason:
         raise PaymentError(_("A reason is required to refund."))
     return _run_action(order, "refund", amount, user=user, reason=reason)
+
+
+def replay_gateway_event(event: GatewayEvent):
+    """
+    Process a stored failed or unmatched gateway event again, at most once.
+
+    The inbox (``payments.inbox``) owns receiving and processing callbacks;
+    this is its replay, reachable with the other payment services.
+    """
+    from payments.inbox import replay_gateway_event as replay
+
+    return replay(event)

@@ -32,7 +32,7 @@ def test_same_event_from_16_threads_counts_once(make_order):
 
 
 def test_capture_and_15_refunds_racing_end_at_net_25(make_order):
-    order = make_order(S.AUTHORIZED)
+    order = make_order(S.AWAITING_PAYMENT)
     capture = body_for(order.number, "payment.captured", amount="100.00")
     refunds = [body_for(order.number, "payment.refunded", amount="5.00") for _ in range(15)]
 
@@ -44,10 +44,7 @@ def test_capture_and_15_refunds_racing_end_at_net_25(make_order):
     order = Order.objects.get(pk=order.pk)
     assert order.net_paid_amount == Decimal("25.00")
     assert order.status == S.PARTIALLY_PAID
-    money_rows = PaymentTransaction.objects.filter(
-        order=order, kind__in=[TransactionKind.CAPTURE, TransactionKind.REFUND]
-    )
-    assert money_rows.count() == 16
+    assert PaymentTransaction.objects.filter(order=order).count() == 16
     assert not order.needs_attention
 
 

@@ -11,8 +11,8 @@ from django.urls import reverse
 
 from orders.models import PaymentStatus as S
 from payments.exceptions import PaymentError
-from payments.inbox import replay_gateway_event
 from payments.models import EventOutcome, GatewayEvent, PaymentMethod, PaymentTransaction
+from payments.services import replay_gateway_event
 from tests.factories import PaymentMethodFactory
 from tests.payments.callbacks import SECRET, body_for, post
 
