@@ -110,13 +110,15 @@ def test_refunds_racing_a_capture_never_overdraw(make_order):
 
     assert not [r for r in results if isinstance(r, Exception)]
     order = Order.objects.get(pk=order.pk)
-    applied_refunds = sum(1 for r in results[1:] if r.outcome == "applied")
-    assert order.refunded_amount == Decimal("15.00") * applied_refunds
-    ledger_refunds = PaymentTransaction.objects.filter(order=order, kind=TransactionKind.REFUND)
-    assert ledger_refunds.count() == applied_refunds
+    # Whatever the order of arrival, refunds are recorded while the balance
+    # allows (early ones once the capture lands): 13 x 15.00 <= 200.00.
     assert order.captured_amount == Decimal("200.00")
-    assert order.net_paid_amount >= 0
-    assert order.status == order.status_for_net_paid(order.net_paid_amount)
-    # Refunds beyond the balance are kept out of the ledger as ignored events;
-    # that is the only thing that may flag the order.
+    assert order.refunded_amount == Decimal("195.00")
+    ledger_refunds = PaymentTransaction.objects.filter(order=order, kind=TransactionKind.REFUND)
+    assert ledger_refunds.count() == 13
+    assert order.status == S.PARTIALLY_PAID
+    # The two refunds beyond the balance stay out of the ledger, waiting,
+    # and are the only reason the order needs attention.
+    waiting = order.gateway_events.filter(outcome="ignored", deferred=True)
+    assert waiting.count() == 2
     assert all("could not be applied" in reason for reason in order.attention_reasons)
