@@ -30,6 +30,8 @@ from orderflow.audit import Channel, audit_context
 from orders.models import Order, PaymentStatus
 from orders.services import override_status, place_order
 from payments.gateways import CheckoutOutcome, EventKind, PaymentEvent, PaymentResult
+from payments.gateways.hmac import SIGNATURE_HEADER, build_body, sign
+from payments.inbox import receive_callback
 from payments.models import CaptureMode, PaymentMethod, PaymentMethodKind
 from payments.services import apply_gateway_event
 
@@ -243,9 +245,30 @@ class DemoOrders:
     def callback(
         self, order: Order, plan: OrderPlan, kind: str, amount: Decimal | None = None, step: int = 0
     ) -> Order:
-        event = PaymentEvent(kind, gateway_reference(plan, step), amount)
+        method = self.methods[plan.method]
+        reference = gateway_reference(plan, step)
         with audit_context(channel=Channel.GATEWAY, user=None, reason=""):
-            return apply_gateway_event(order, event).order
+            if method.gateway != "hmac":
+                event = PaymentEvent(kind, reference, amount)
+                return apply_gateway_event(order, event).order
+            # The built-in gateway's callbacks go through the real inbox, signed
+            # as the gateway would sign them, so the demo shows stored events.
+            body = build_body(
+                event_id=f"evt_{plan.token}_{step}_{kind}",
+                event_type=f"payment.{kind}",
+                order=order.number,
+                currency=order.currency,
+                amount=str(amount) if amount is not None else None,
+                transaction=reference,
+            )
+            answer = receive_callback(
+                method_code=method.code,
+                body=body,
+                headers={SIGNATURE_HEADER: sign(body, method.webhook_secret)},
+            )
+            if answer.http_status != 200:
+                raise CommandError(f"Demo callback for {order.number} failed: {answer.body}")
+            return Order.objects.get(pk=order.pk)
 
     def staff_records_payment(
         self, order: Order, plan: OrderPlan, amount: Decimal, reason: str
