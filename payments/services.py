@@ -203,17 +203,7 @@ def apply_gateway_event(
         if event.kind == EventKind.CAPTURED and result.outcome != EventOutcome.DUPLICATE:
             _apply_deferred_refunds(locked)
         if event.kind == EventKind.REFUNDED and result.transaction is not None:
-            # The same refund may also be waiting from an earlier report.
-            waiting = GatewayEvent.objects.filter(
-                order=locked, outcome=EventOutcome.IGNORED, deferred=True, reference=reference
-            )
-            if inbox is not None:
-                waiting = waiting.exclude(pk=inbox.pk)
-            waiting.update(
-                outcome=EventOutcome.DUPLICATE,
-                deferred=False,
-                detail=_("Recorded by a later report of the same refund."),
-            )
+            _settle_waiting_reports(locked, reference, recorded_by=inbox)
     return result
 
 
@@ -269,6 +259,22 @@ def _record_outcome(
         )
 
 
+def _settle_waiting_reports(
+    order: Order, reference: str, *, recorded_by: GatewayEvent | None
+) -> None:
+    """Other reports of a refund now in the ledger stop waiting: they are duplicates."""
+    waiting = GatewayEvent.objects.filter(
+        order=order, outcome=EventOutcome.IGNORED, deferred=True, reference=reference
+    )
+    if recorded_by is not None:
+        waiting = waiting.exclude(pk=recorded_by.pk)
+    waiting.update(
+        outcome=EventOutcome.DUPLICATE,
+        deferred=False,
+        detail=_("The same refund was recorded from another report."),
+    )
+
+
 def _apply_deferred_refunds(order: Order) -> None:
     """
     Record refunds that were reported before enough money was captured.
@@ -295,6 +301,8 @@ def _apply_deferred_refunds(order: Order) -> None:
             _record_outcome(
                 order, EventKind.REFUNDED, waiting.amount, waiting.reference, result, waiting
             )
+        if result.transaction is not None:
+            _settle_waiting_reports(order, waiting.reference, recorded_by=waiting)
 
 
 def _apply_locked(

@@ -264,3 +264,23 @@ def test_sql_filter_and_property_agree(make_order, supervisor):
     assert set(Order.objects.not_needing_attention().values_list("number", flat=True)) == (
         set(Order.objects.values_list("number", flat=True)) - flagged
     )
+
+
+@pytest.mark.django_db
+def test_a_refund_reported_twice_before_its_capture_is_recorded_once(make_order):
+    order = make_order(S.AWAITING_PAYMENT)
+    early = event("refunded", "30.00", reference="re_1")
+    apply_gateway_event(order, early)
+    apply_gateway_event(order, early)  # reported again, still waiting
+    apply_gateway_event(order, event("refunded", "80.00", reference="re_2"))
+
+    order = apply_gateway_event(order, event("captured", "40.00")).order
+
+    assert order.refunded_amount == Decimal("30.00")
+    assert order.status == S.PARTIALLY_PAID
+    refunds = GatewayEvent.objects.filter(order=order, kind="refunded")
+    assert sorted(refunds.values_list("reference", "outcome", "deferred")) == [
+        ("re_1", "applied", False),
+        ("re_1", "duplicate", False),
+        ("re_2", "ignored", True),  # 80.00 is more than the 10.00 left: still waiting
+    ]
