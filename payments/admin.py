@@ -127,15 +127,16 @@ class PaymentTransactionAdmin(ReadOnlyAdmin):
 
 @admin.register(GatewayEvent)
 class GatewayEventAdmin(ReadOnlyAdmin):
+    # What staff look for first: which order, what happened, what came of it.
     list_display = [
         "received_at",
-        "payment_method",
-        "event_type",
-        "event_id",
         "order",
+        "event_type",
         "outcome",
         "attention",
         "attempts",
+        "payment_method",
+        "event_id",
     ]
     list_filter = ["outcome", "deferred", "payment_method", "event_type"]
     search_fields = ["event_id", "order__number", "reference"]
