@@ -12,6 +12,13 @@ from decimal import Decimal
 
 STORAGE_PLACES = 3
 MONEY_FIELD = {"max_digits": 15, "decimal_places": STORAGE_PLACES}
+ZERO = Decimal(0).scaleb(-STORAGE_PLACES)
+
+
+def money(value: Decimal | int | float | str | None) -> Decimal:
+    """Return an amount at storage precision (SQLite sums come back as floats)."""
+    return Decimal(str(value) if value is not None else 0).quantize(ZERO)
+
 
 # ISO 4217 minor-unit exponents that are not 2.
 _EXPONENTS = {

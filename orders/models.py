@@ -25,15 +25,7 @@ from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transi
 from simple_history.models import HistoricalRecords
 
 from orderflow.audit import AuditedHistoricalModel
-from orderflow.money import MONEY_FIELD, STORAGE_PLACES, format_money
-
-ZERO = Decimal("0.000")
-MONEY = MONEY_FIELD
-
-
-def money(value) -> Decimal:
-    """Return an amount at storage precision (SQLite sums come back as floats)."""
-    return Decimal(str(value) if value is not None else 0).quantize(Decimal("0.001"))
+from orderflow.money import MONEY_FIELD, STORAGE_PLACES, ZERO, format_money
 
 
 class PaymentStatus(models.TextChoices):
@@ -137,7 +129,7 @@ class OrderQuerySet(models.QuerySet):
             net_sum=Round(
                 F("captured_amount") - F("refunded_amount"),
                 STORAGE_PLACES,
-                output_field=models.DecimalField(**MONEY),
+                output_field=models.DecimalField(**MONEY_FIELD),
             ),
             has_authorization=has(TransactionKind.AUTHORIZATION),
             has_void=has(TransactionKind.VOID),
@@ -191,7 +183,7 @@ class Order(ConcurrentTransitionMixin, models.Model):
         protected=True,
         db_index=True,
     )
-    total = models.DecimalField(_("total"), **MONEY)
+    total = models.DecimalField(_("total"), **MONEY_FIELD)
     currency = models.CharField(_("currency"), max_length=3)
     payment_method = models.ForeignKey(
         "payments.PaymentMethod",
@@ -211,8 +203,12 @@ class Order(ConcurrentTransitionMixin, models.Model):
     # payments.services.record_transaction in the same transaction as the
     # ledger row, under the order's row lock. They make the money checks and
     # the attention filter plain column comparisons on a large table.
-    captured_amount = models.DecimalField(_("captured"), default=ZERO, editable=False, **MONEY)
-    refunded_amount = models.DecimalField(_("refunded"), default=ZERO, editable=False, **MONEY)
+    captured_amount = models.DecimalField(
+        _("captured"), default=ZERO, editable=False, **MONEY_FIELD
+    )
+    refunded_amount = models.DecimalField(
+        _("refunded"), default=ZERO, editable=False, **MONEY_FIELD
+    )
     placed_at = models.DateTimeField(_("placed at"), default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 

@@ -21,9 +21,9 @@ from django.utils.translation import gettext as _
 from django_fsm import ConcurrentTransition, has_transition_perm
 
 from orderflow.audit import Channel, audit_context, channel_or
-from orderflow.money import currency_exponent, decimals_of
+from orderflow.money import currency_exponent, decimals_of, money
 from orders.exceptions import AlreadyInStatus, ConcurrentChange, DiscouragedTransition, InvalidOrder
-from orders.models import Order, PaymentStatus, money
+from orders.models import Order, PaymentStatus
 from orders.policy import discouraged_reason
 from payments.gateways.base import CheckoutOutcome, PaymentResult
 from payments.models import CaptureMode, PaymentMethod, TransactionKind

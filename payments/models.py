@@ -18,8 +18,6 @@ from simple_history.models import HistoricalRecords
 from orderflow.audit import AuditedHistoricalModel
 from orderflow.money import MONEY_FIELD, format_money
 
-MONEY = MONEY_FIELD
-
 
 class PaymentMethodKind(models.TextChoices):
     OFFLINE = "offline", _("Offline")
@@ -149,7 +147,7 @@ class PaymentTransaction(models.Model):
         verbose_name=_("payment method"),
     )
     kind = models.CharField(_("kind"), max_length=20, choices=TransactionKind.choices)
-    amount = models.DecimalField(_("amount"), **MONEY)
+    amount = models.DecimalField(_("amount"), **MONEY_FIELD)
     currency = models.CharField(_("currency"), max_length=3)
     reference = models.CharField(
         _("reference"), max_length=255, help_text=_("The gateway's id for this movement.")
@@ -259,7 +257,7 @@ class GatewayEvent(models.Model):
     kind = models.CharField(
         _("fact"), max_length=20, blank=True, help_text=_("What the event meant for the order.")
     )
-    amount = models.DecimalField(_("amount"), null=True, blank=True, **MONEY)
+    amount = models.DecimalField(_("amount"), null=True, blank=True, **MONEY_FIELD)
     reference = models.CharField(_("reference"), max_length=255, blank=True)
     deferred = models.BooleanField(
         _("waiting for a capture"),

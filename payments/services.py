@@ -22,9 +22,9 @@ from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
 from orderflow.audit import Channel, audit_context, channel_or, current_audit
-from orderflow.money import format_money
+from orderflow.money import ZERO, format_money, money
 from orders.exceptions import InvalidOrder
-from orders.models import ZERO, Order, PaymentStatus, money
+from orders.models import Order, PaymentStatus
 from orders.services import lock_order, parse_money, save_status
 from payments.exceptions import InvalidPaymentEvent, PaymentError
 from payments.gateways.base import (

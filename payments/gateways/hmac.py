@@ -44,7 +44,6 @@ from payments.gateways.base import (
 )
 
 SIGNATURE_HEADER = "X-Orderflow-Signature"
-TOLERANCE_SECONDS = SIGNATURE_TOLERANCE_SECONDS
 
 EVENT_TYPES = {
     "payment.authorized": EventKind.AUTHORIZED,
@@ -119,7 +118,7 @@ class HmacGateway:
             raise SignatureError("the signature has no timestamp")
         if not candidates:
             raise SignatureError("the signature has no v1 value")
-        if abs(time.time() - timestamp) > TOLERANCE_SECONDS:
+        if abs(time.time() - timestamp) > SIGNATURE_TOLERANCE_SECONDS:
             raise SignatureError("the signature timestamp is more than 300 seconds away")
         expected = compute_signature(secret, timestamp, body)
         # Compare every candidate, so timing does not tell which one matched.

@@ -63,7 +63,6 @@ from payments.gateways.base import (
 )
 
 SIGNATURE_HEADER = "Stripe-Signature"
-TOLERANCE_SECONDS = SIGNATURE_TOLERANCE_SECONDS
 
 PAYMENT_INTENT_EVENTS = {
     "payment_intent.amount_capturable_updated": EventKind.AUTHORIZED,
@@ -217,16 +216,16 @@ class StripeGateway:
             raise SignatureError("the body is not UTF-8, so its signature cannot match") from None
         timestamp = _signature_timestamp(header)
         now = time.time()
-        if timestamp > now + TOLERANCE_SECONDS:
+        if timestamp > now + SIGNATURE_TOLERANCE_SECONDS:
             raise SignatureError("the signature timestamp is more than 300 seconds ahead")
-        if timestamp < now - TOLERANCE_SECONDS:
+        if timestamp < now - SIGNATURE_TOLERANCE_SECONDS:
             raise SignatureError("the signature timestamp is more than 300 seconds old")
         # verify_header() is the check Webhook.construct_event() runs before it
         # reads the JSON. Called on its own, a signed but unreadable body
         # reaches parse() and is answered 400 naming the problem, not 401.
         try:
             stripe.WebhookSignature.verify_header(
-                payload, header, secret, tolerance=TOLERANCE_SECONDS
+                payload, header, secret, tolerance=SIGNATURE_TOLERANCE_SECONDS
             )
         except stripe.SignatureVerificationError:
             raise SignatureError("the signature does not match") from None
