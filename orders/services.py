@@ -173,10 +173,9 @@ def place_order(
     label = PaymentStatus(status).label
     reason = _("Order placed: %(status)s.") % {"status": label}
     with transaction.atomic(), audit_context(channel=channel_or(Channel.STOREFRONT), reason=reason):
+        taken = _("An order numbered %(number)s already exists.") % {"number": number}
         if Order.objects.filter(number=number).exists():
-            raise InvalidOrder(
-                _("An order numbered %(number)s already exists.") % {"number": number}
-            )
+            raise InvalidOrder(taken)
         order = Order(
             number=number,
             status=status,
@@ -190,10 +189,8 @@ def place_order(
         try:
             with transaction.atomic():
                 order.save()
-        except IntegrityError:
-            raise InvalidOrder(
-                _("An order numbered %(number)s already exists.") % {"number": number}
-            ) from None
+        except IntegrityError:  # placed by someone else since the check above
+            raise InvalidOrder(taken) from None
         if money_kind is not None:
             _row, created = record_transaction(
                 order=order, kind=money_kind, amount=amount, reference=reference

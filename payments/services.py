@@ -19,6 +19,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django_fsm import can_proceed
 
 from orderflow.audit import Channel, audit_context, channel_or, current_audit
@@ -305,6 +306,16 @@ def _apply_deferred_refunds(order: Order) -> None:
             _settle_waiting_reports(order, waiting.reference, recorded_by=waiting)
 
 
+def _duplicate(order: Order, row: PaymentTransaction) -> ApplyResult:
+    return ApplyResult(
+        EventOutcome.DUPLICATE,
+        order,
+        _("Already recorded as ledger entry %(id)s on order %(number)s.")
+        % {"id": row.pk, "number": row.order.number},
+        row,
+    )
+
+
 def _apply_locked(
     order: Order,
     event: PaymentEvent,
@@ -317,13 +328,7 @@ def _apply_locked(
         payment_method_id=order.payment_method_id, kind=ledger_kind, reference=reference
     ).first()
     if existing is not None:
-        return ApplyResult(
-            EventOutcome.DUPLICATE,
-            order,
-            _("Already recorded as ledger entry %(id)s on order %(number)s.")
-            % {"id": existing.pk, "number": existing.order.number},
-            existing,
-        )
+        return _duplicate(order, existing)
 
     captured, refunded = order.captured_amount, order.refunded_amount
     if event.kind == EventKind.REFUNDED and amount > captured - refunded:
@@ -352,13 +357,8 @@ def _apply_locked(
         event=inbox,
         checked=True,
     )
-    if not created:
-        return ApplyResult(
-            EventOutcome.DUPLICATE,
-            order,
-            _("Already recorded as ledger entry %(id)s.") % {"id": row.pk},
-            row,
-        )
+    if not created:  # recorded meanwhile for another order with the same reference
+        return _duplicate(order, row)
     if not allowed:
         return ApplyResult(
             EventOutcome.IGNORED,
@@ -387,6 +387,35 @@ def _apply_locked(
 
 
 @dataclass(frozen=True)
+class _StaffAction:
+    kind: EventKind
+    refused: str
+    """Why the order's status does not allow it (n: number, s: status)."""
+    done: str
+
+
+# Which status allows which action is the model's transitions' rule; staff
+# capture additionally needs an authorization at the gateway to capture.
+_STAFF_ACTIONS = {
+    "capture": _StaffAction(
+        EventKind.CAPTURED,
+        gettext_lazy("Only an authorized payment can be captured; order %(n)s is %(s)s."),
+        gettext_lazy("captured"),
+    ),
+    "void": _StaffAction(
+        EventKind.VOIDED,
+        gettext_lazy("Only an authorized, uncaptured payment can be voided; order %(n)s is %(s)s."),
+        gettext_lazy("voided"),
+    ),
+    "refund": _StaffAction(
+        EventKind.REFUNDED,
+        gettext_lazy("Only a paid or partially paid order can be refunded; order %(n)s is %(s)s."),
+        gettext_lazy("refunded"),
+    ),
+}
+
+
+@dataclass(frozen=True)
 class _Plan:
     order: Order
     gateway: Gateway
@@ -395,6 +424,7 @@ class _Plan:
 
 def _plan_action(order: Order, action: str, amount: Any, user: Any) -> _Plan:
     """Check permission, capability and balance under the lock; return the request."""
+    spec = _STAFF_ACTIONS[action]
     if user is not None and not user.has_perm(f"payments.{action}_payment"):
         raise PermissionDenied(
             _("You are not allowed to %(action)s payments.") % {"action": action}
@@ -408,36 +438,24 @@ def _plan_action(order: Order, action: str, amount: Any, user: Any) -> _Plan:
                 _("%(method)s is not an online gateway: record or return the money by hand.")
                 % {"method": method.name}
             )
+        if action == "refund" and not method.supports_refunds:
+            raise PaymentError(_("%(method)s does not support refunds.") % {"method": method.name})
+        transition = getattr(locked, TRANSITION[spec.kind])
+        if not can_proceed(transition) or (
+            action == "capture" and locked.status == PaymentStatus.AWAITING_PAYMENT
+        ):
+            raise PaymentError(
+                spec.refused % {"n": locked.number, "s": PaymentStatus(locked.status).label}
+            )
         captured, refunded = locked.captured_amount, locked.refunded_amount
         currency = locked.currency
-        if action == "capture":
-            if locked.status not in (PaymentStatus.AUTHORIZED, PaymentStatus.PARTIALLY_PAID):
-                raise PaymentError(
-                    _("Only an authorized payment can be captured; order %(n)s is %(s)s.")
-                    % {"n": locked.number, "s": PaymentStatus(locked.status).label}
-                )
-            limit = locked.total - captured
-            default = limit
-        elif action == "void":
-            if locked.status != PaymentStatus.AUTHORIZED:
-                raise PaymentError(
-                    _("Only an authorized, uncaptured payment can be voided; order %(n)s is %(s)s.")
-                    % {"n": locked.number, "s": PaymentStatus(locked.status).label}
-                )
-            limit = default = locked.total
-        else:
-            if not method.supports_refunds:
-                raise PaymentError(
-                    _("%(method)s does not support refunds.") % {"method": method.name}
-                )
-            if locked.status not in (PaymentStatus.PAID, PaymentStatus.PARTIALLY_PAID):
-                raise PaymentError(
-                    _("Only a paid or partially paid order can be refunded; order %(n)s is %(s)s.")
-                    % {"n": locked.number, "s": PaymentStatus(locked.status).label}
-                )
-            limit = default = captured - refunded
+        limit = {
+            "capture": locked.total - captured,
+            "void": locked.total,
+            "refund": captured - refunded,
+        }[action]
         if amount is None or action == "void":
-            value = default
+            value = limit
         else:
             try:
                 value = parse_money(amount, what=_("The amount"), currency=currency)
@@ -449,7 +467,7 @@ def _plan_action(order: Order, action: str, amount: Any, user: Any) -> _Plan:
                 % {
                     "amount": format_money(value, currency),
                     "limit": format_money(limit, currency),
-                    "done": {"capture": _("captured"), "refund": _("refunded")}.get(action, ""),
+                    "done": spec.done,
                 }
             )
         if action == "refund" and value < limit and not method.supports_partial_refunds:
@@ -490,9 +508,8 @@ def _run_action(order: Order, action: str, amount: Any, *, user: Any, reason: st
     # block callbacks for the order.
     call = getattr(plan.gateway, action)
     answer = call(plan.request, credentials=method.api_key)
-    kind = {"capture": EventKind.CAPTURED, "void": EventKind.VOIDED, "refund": EventKind.REFUNDED}
     fact = PaymentEvent(
-        kind=kind[action],
+        kind=_STAFF_ACTIONS[action].kind,
         reference=answer.reference,
         amount=answer.amount,
         currency=plan.request.currency,
