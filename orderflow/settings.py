@@ -154,6 +154,9 @@ if not DEBUG:
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
+# Error pages and error mails hide secrets whatever DEBUG says.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "orderflow.error_reports.AlwaysSafeExceptionReporterFilter"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -37,6 +37,23 @@ def _fast_test_settings(settings):
     }
 
 
+FROZEN_SECOND = 1_764_000_000
+
+
+@pytest.fixture(params=[0.0, 0.5, 0.999], ids=["at-0.0s", "at-0.5s", "at-0.999s"])
+def frozen_clock(request, monkeypatch) -> int:
+    """
+    Freeze the clock the signature checks read; return its whole second.
+
+    Parametrized over where the clock stands within that second, so a
+    time-window test never depends on when it happens to run.
+    """
+    import payments.gateways.base
+
+    monkeypatch.setattr(payments.gateways.base, "now", lambda: FROZEN_SECOND + request.param)
+    return FROZEN_SECOND
+
+
 @pytest.fixture
 def staff_user(django_user_model):
     """A staff user without the override permission."""

@@ -28,10 +28,14 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 
 from payments.exceptions import GatewayError
 from payments.gateways.base import (
-    SIGNATURE_TOLERANCE_SECONDS,
+    MAX_EVENT_ID_LENGTH,
+    MAX_EVENT_TYPE_LENGTH,
+    MAX_ORDER_NUMBER_LENGTH,
+    MAX_REFERENCE_LENGTH,
     EventKind,
     MalformedCallback,
     OutboundRequest,
@@ -39,8 +43,13 @@ from payments.gateways.base import (
     ParsedCallback,
     PaymentEvent,
     SignatureError,
+    check_signature_time,
+    checked_text,
     header_value,
+    load_json_object,
     major_units_amount,
+    read_signature_header,
+    shown,
 )
 
 SIGNATURE_HEADER = "X-Orderflow-Signature"
@@ -55,12 +64,14 @@ EVENT_TYPES = {
 MONEY_TYPES = {"payment.captured", "payment.refunded"}
 
 
+@sensitive_variables("secret")
 def compute_signature(secret: str, timestamp: int, body: bytes) -> str:
     """Return the hex HMAC-SHA256 of ``"<timestamp>.<body>"``."""
     message = str(timestamp).encode() + b"." + body
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
+@sensitive_variables("secret", "secrets")
 def sign(body: bytes, secret: str | list[str], timestamp: int | None = None) -> str:
     """Return the signature header value for ``body`` (one ``v1`` per secret)."""
     ts = int(time.time()) if timestamp is None else int(timestamp)
@@ -97,69 +108,47 @@ def build_body(
 class HmacGateway:
     key = "hmac"
 
+    @sensitive_variables("secret", "expected", "header", "headers")
     def verify(self, *, body: bytes, headers: Mapping[str, str], secret: str) -> None:
         if not secret:
             raise SignatureError("the payment method has no webhook secret")
         header = header_value(headers, SIGNATURE_HEADER)
         if not header:
             raise SignatureError(f"missing {SIGNATURE_HEADER} header")
-        timestamp: int | None = None
-        candidates: list[str] = []
-        for item in header.split(","):
-            name, _, value = item.strip().partition("=")
-            if name == "t":
-                try:
-                    timestamp = int(value)
-                except ValueError:
-                    raise SignatureError("the signature timestamp is not a number") from None
-            elif name == "v1" and value:
-                candidates.append(value)
-        if timestamp is None:
-            raise SignatureError("the signature has no timestamp")
-        if not candidates:
-            raise SignatureError("the signature has no v1 value")
-        if abs(time.time() - timestamp) > SIGNATURE_TOLERANCE_SECONDS:
-            raise SignatureError("the signature timestamp is more than 300 seconds away")
-        expected = compute_signature(secret, timestamp, body)
+        signature = read_signature_header(header)
+        check_signature_time(signature.timestamp)
+        expected = compute_signature(secret, signature.timestamp, body)
         # Compare every candidate, so timing does not tell which one matched.
-        matches = [hmac.compare_digest(expected, candidate) for candidate in candidates]
+        matches = [hmac.compare_digest(expected, candidate) for candidate in signature.signatures]
         if not any(matches):
             raise SignatureError("the signature does not match")
 
     def parse(self, body: bytes) -> ParsedCallback:
-        try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise MalformedCallback("the body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise MalformedCallback("the body must be a JSON object")
-
-        def text(field: str, *, required: bool = True) -> str:
-            value = data.get(field)
-            if value is None or value == "":
-                if required:
-                    raise MalformedCallback(f"missing field: {field}")
-                return ""
-            if not isinstance(value, str):
-                raise MalformedCallback(f"field {field} must be a string")
-            return value.strip()
-
-        event_id = text("id")
-        event_type = text("type")
+        data = load_json_object(body)
+        event_id = checked_text(data.get("id"), "id", max_length=MAX_EVENT_ID_LENGTH)
+        event_type = checked_text(data.get("type"), "type", max_length=MAX_EVENT_TYPE_LENGTH)
         if event_type not in EVENT_TYPES:
             raise MalformedCallback(
-                f"unknown type {event_type!r}; expected one of: {', '.join(EVENT_TYPES)}"
+                f"unknown type {shown(event_type)}; expected one of: {', '.join(EVENT_TYPES)}"
             )
-        order_number = text("order")
-        currency = text("currency").upper()
-        if len(currency) != 3 or not currency.isalpha():
-            raise MalformedCallback(f"currency {currency!r} is not a 3-letter ISO code")
-        if not isinstance(data.get("created"), int) or isinstance(data.get("created"), bool):
+        order_number = checked_text(data.get("order"), "order", max_length=MAX_ORDER_NUMBER_LENGTH)
+        currency = checked_text(data.get("currency"), "currency", max_length=32).upper()
+        if len(currency) != 3 or not currency.isascii() or not currency.isalpha():
+            raise MalformedCallback(f"currency {shown(currency)} is not a 3-letter ISO code")
+        created = data.get("created")
+        if created is None:
             raise MalformedCallback("missing field: created (unix seconds)")
+        if isinstance(created, bool) or not isinstance(created, int) or not 0 < created < 2**40:
+            raise MalformedCallback("field created must be a whole number of unix seconds")
         amount = None
         if event_type in MONEY_TYPES or data.get("amount") not in (None, ""):
             amount = major_units_amount(data.get("amount"), currency)
-        transaction = text("transaction", required=event_type in MONEY_TYPES)
+        transaction = checked_text(
+            data.get("transaction"),
+            "transaction",
+            max_length=MAX_REFERENCE_LENGTH,
+            required=event_type in MONEY_TYPES,
+        )
         event = PaymentEvent(
             kind=EVENT_TYPES[event_type],
             reference=transaction or event_id,
