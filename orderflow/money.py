@@ -13,6 +13,8 @@ from decimal import Decimal
 STORAGE_PLACES = 3
 MONEY_FIELD = {"max_digits": 15, "decimal_places": STORAGE_PLACES}
 ZERO = Decimal(0).scaleb(-STORAGE_PLACES)
+STORAGE_LIMIT = Decimal(10) ** (MONEY_FIELD["max_digits"] - STORAGE_PLACES)
+"""The first amount a money column cannot hold."""
 
 
 def money(value: Decimal | int | float | str | None) -> Decimal:

@@ -62,13 +62,30 @@ class AttentionRule:
 
 # Each rule is a condition on the order's columns and the annotations of
 # OrderQuerySet.with_attention_inputs() (net_sum, has_authorization, has_void,
-# has_ignored_event). The same rules serve the admin filter (SQL) and the
-# per-order explanation, so they are written once.
+# has_ignored_event, has_conflicting_event, has_unfinished_event). The same
+# rules serve the admin filter (SQL) and the per-order explanation, so they
+# are written once.
 ATTENTION_RULES: tuple[AttentionRule, ...] = (
     AttentionRule(
         "ignored_event",
         Q(has_ignored_event=True),
         _("A gateway event could not be applied and has not been acknowledged."),
+    ),
+    AttentionRule(
+        "conflicting_event",
+        Q(has_conflicting_event=True),
+        _(
+            "A gateway event contradicts what the gateway reported before; check which "
+            "is right and acknowledge it."
+        ),
+    ),
+    AttentionRule(
+        "unfinished_event",
+        Q(has_unfinished_event=True),
+        _(
+            "A gateway event failed to process or was left unfinished; replay it from "
+            "the gateway events page or with replay_gateway_events."
+        ),
     ),
     AttentionRule(
         "paid_not_covered",
@@ -124,6 +141,11 @@ class OrderQuerySet(models.QuerySet):
         def has(kind: str) -> Exists:
             return Exists(PaymentTransaction.objects.filter(order=OuterRef("pk"), kind=kind))
 
+        def has_event(events) -> Exists:
+            return Exists(events.filter(order=OuterRef("pk")))
+
+        events = GatewayEvent.objects
+
         return self.annotate(
             # Rounded: SQLite computes with floats (100.10 - 0.10 > 100.00).
             net_sum=Round(
@@ -133,13 +155,9 @@ class OrderQuerySet(models.QuerySet):
             ),
             has_authorization=has(TransactionKind.AUTHORIZATION),
             has_void=has(TransactionKind.VOID),
-            has_ignored_event=Exists(
-                GatewayEvent.objects.filter(
-                    order=OuterRef("pk"),
-                    outcome=EventOutcome.IGNORED,
-                    acknowledged_at__isnull=True,
-                )
-            ),
+            has_ignored_event=has_event(events.awaiting_acknowledgement(EventOutcome.IGNORED)),
+            has_conflicting_event=has_event(events.awaiting_acknowledgement(EventOutcome.CONFLICT)),
+            has_unfinished_event=has_event(events.unfinished()),
         )
 
     def with_attention(self) -> OrderQuerySet:

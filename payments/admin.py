@@ -8,8 +8,14 @@ from django.utils.text import capfirst, format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from orderflow.history_admin import ReadOnlyHistoryAdmin
-from payments.inbox import REPLAYABLE_OUTCOMES, acknowledge_events, replay_gateway_event
-from payments.models import EventOutcome, GatewayEvent, PaymentMethod, PaymentTransaction
+from payments.inbox import acknowledge_events, replay_gateway_event
+from payments.models import (
+    REPLAYABLE_OUTCOMES,
+    EventOutcome,
+    GatewayEvent,
+    PaymentMethod,
+    PaymentTransaction,
+)
 
 
 def write_only_field(label: str) -> forms.CharField:

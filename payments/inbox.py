@@ -20,23 +20,25 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.views.decorators.debug import sensitive_variables
 
 from orderflow.audit import Channel, audit_context, channel_or
 from orders.models import Order
 from payments.exceptions import InvalidPaymentEvent, PaymentError
-from payments.gateways.base import MalformedCallback, ParsedCallback, SignatureError
+from payments.gateways.base import MalformedCallback, ParsedCallback, SignatureError, shown
 from payments.gateways.registry import get_gateway
-from payments.models import EventOutcome, GatewayEvent, PaymentMethod, PaymentMethodKind
+from payments.models import (
+    ACKNOWLEDGEABLE_OUTCOMES,
+    FINAL_OUTCOMES,
+    REPLAYABLE_OUTCOMES,
+    EventOutcome,
+    GatewayEvent,
+    PaymentMethod,
+    PaymentMethodKind,
+)
 from payments.services import apply_gateway_event
 
 logger = logging.getLogger("orderflow.payments.callbacks")
-
-FINAL_OUTCOMES = frozenset(
-    {EventOutcome.APPLIED, EventOutcome.DUPLICATE, EventOutcome.IGNORED, EventOutcome.REJECTED}
-)
-REPLAYABLE_OUTCOMES = frozenset(
-    {EventOutcome.FAILED, EventOutcome.UNMATCHED, EventOutcome.RECEIVED}
-)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,22 @@ def _error(status: int, message: str, event: GatewayEvent | None = None) -> Call
     return CallbackResponse(status, {"error": message}, event)
 
 
+def storable_text(body: bytes) -> str:
+    """
+    Return a body as text any database can store.
+
+    UTF-8 without NUL bytes (every body orderflow can read) is kept exactly;
+    anything else is kept readable with backslash escapes (``\\xff``,
+    ``\\x00``), since PostgreSQL text cannot hold a NUL.
+    """
+    return body.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
+
+
+def _digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()[:40]
+
+
+@sensitive_variables("headers")
 def receive_callback(
     *, method_code: str, body: bytes, headers: Mapping[str, str]
 ) -> CallbackResponse:
@@ -66,51 +84,120 @@ def receive_callback(
     try:
         gateway.verify(body=body, headers=headers, secret=method.webhook_secret)
     except SignatureError as exc:
-        # The message names the problem, never the header or the secret.
-        PaymentMethod.objects.filter(pk=method.pk).update(
-            signature_failures=F("signature_failures") + 1,
-            last_signature_failure_at=timezone.now(),
-        )
-        logger.warning("Refused a callback for payment method %s: %s", method.code, exc)
-        return _error(401, _("Invalid signature: %(problem)s.") % {"problem": exc})
+        return _refuse(method, str(exc))
+    except (ValueError, TypeError, UnicodeError, OverflowError) as exc:
+        # An adapter tripping over a header nobody anticipated: still a bad
+        # signature, never a 500. The exception's text may quote the header.
+        return _refuse(method, f"the signature header cannot be read ({type(exc).__name__})")
 
     try:
         parsed = gateway.parse(body)
     except MalformedCallback as exc:
-        event = _store_rejected(method, body, str(exc))
+        event = _store_unread(method, body, EventOutcome.REJECTED, str(exc))
         logger.info("Rejected a malformed callback for %s: %s", method.code, exc)
         return _error(400, str(exc), event)
+    except Exception as exc:
+        # A reader's bug must not lose what the gateway sent: keep it, replayable.
+        logger.exception("Reading a signed callback for %s failed; stored.", method.code)
+        event = _store_unread(method, body, EventOutcome.FAILED, f"{type(exc).__name__}: {exc}")
+        return _error(500, _("Processing failed; the event is stored and will be replayed."), event)
 
-    event = _store(method, parsed, body)
+    event, conflict = _store(method, parsed, body)
+    if conflict:
+        return _error(409, event.detail, event)
     return process_event(event)
 
 
-def _store(method: PaymentMethod, parsed: ParsedCallback, body: bytes) -> GatewayEvent:
-    """Write the event in its own transaction (or return the one already stored)."""
+def _refuse(method: PaymentMethod, problem: str) -> CallbackResponse:
+    """Count and log a bad signature; the message names the problem, never the header."""
+    PaymentMethod.objects.filter(pk=method.pk).update(
+        signature_failures=F("signature_failures") + 1,
+        last_signature_failure_at=timezone.now(),
+    )
+    logger.warning("Refused a callback for payment method %s: %s", method.code, problem)
+    return _error(401, _("Invalid signature: %(problem)s.") % {"problem": problem})
+
+
+def _store(method: PaymentMethod, parsed: ParsedCallback, body: bytes) -> tuple[GatewayEvent, bool]:
+    """
+    Write the event in its own committed transaction; return it and whether it conflicts.
+
+    The same event id again is the stored event (a redelivery) when it says the
+    same thing; with other contents, the new body is kept as a conflict.
+    ``durable=True``: no caller can fold the write into a transaction of its
+    own that might still roll back.
+    """
+    order = _find_order(method, parsed)
     try:
-        with transaction.atomic():
-            return GatewayEvent.objects.create(
+        with transaction.atomic(durable=True):
+            event = GatewayEvent.objects.create(
                 payment_method=method,
                 event_id=parsed.event_id,
                 event_type=parsed.event_type,
-                raw_body=body.decode("utf-8", errors="replace"),
+                raw_body=storable_text(body),
+                # Linked now, so the order is flagged if processing never ends.
+                order=order if order is not None and order.payment_method_id == method.pk else None,
             )
+            return event, False
     except IntegrityError:
-        return GatewayEvent.objects.get(payment_method=method, event_id=parsed.event_id)
+        pass
+    stored = GatewayEvent.objects.get(payment_method=method, event_id=parsed.event_id)
+    if stored.raw_body == storable_text(body) or _says_the_same(method, stored, parsed):
+        return stored, False
+    return _store_conflict(method, body, parsed, stored), True
 
 
-def _store_rejected(method: PaymentMethod, body: bytes, problem: str) -> GatewayEvent:
-    # No event id can be trusted in an unusable body: the body's digest keeps
-    # repeated deliveries of the same bytes to one row.
-    digest = hashlib.sha256(body).hexdigest()[:40]
-    with transaction.atomic():
+def _says_the_same(method: PaymentMethod, stored: GatewayEvent, parsed: ParsedCallback) -> bool:
+    """Whether a redelivered body reports the same fact (gateways may renew other fields)."""
+    gateway = get_gateway(method.gateway)
+    try:
+        before = gateway.parse(stored.raw_body.encode("utf-8"))
+    except Exception:
+        return False
+    return before == parsed
+
+
+def _store_conflict(
+    method: PaymentMethod, body: bytes, parsed: ParsedCallback, stored: GatewayEvent
+) -> GatewayEvent:
+    detail = _(
+        "Event %(id)s was received before (gateway event %(pk)s) with other contents; "
+        "this version was kept for staff to compare and not applied."
+    ) % {"id": shown(parsed.event_id), "pk": stored.pk}
+    with transaction.atomic(durable=True):
         event, _created = GatewayEvent.objects.get_or_create(
             payment_method=method,
-            event_id=f"rejected:{digest}",
+            event_id=f"conflict:{_digest(body)}",
+            defaults={
+                "event_type": parsed.event_type,
+                "raw_body": storable_text(body),
+                "outcome": EventOutcome.CONFLICT,
+                "detail": detail,
+                "order": stored.order,
+                "processed_at": timezone.now(),
+                "attempts": 1,
+            },
+        )
+    logger.warning(
+        "Gateway event %s of %s arrived again with other contents; kept as a conflict.",
+        stored.pk,
+        method.code,
+    )
+    return event
+
+
+def _store_unread(method: PaymentMethod, body: bytes, outcome: str, problem: str) -> GatewayEvent:
+    """Keep a signed body that could not be read, under its digest, in its own transaction."""
+    # No event id can be trusted in an unusable body: the body's digest keeps
+    # repeated deliveries of the same bytes to one row.
+    with transaction.atomic(durable=True):
+        event, _created = GatewayEvent.objects.get_or_create(
+            payment_method=method,
+            event_id=f"{outcome}:{_digest(body)}",
             defaults={
                 "event_type": "unreadable",
-                "raw_body": body.decode("utf-8", errors="replace"),
-                "outcome": EventOutcome.REJECTED,
+                "raw_body": storable_text(body),
+                "outcome": outcome,
                 "detail": problem,
                 "processed_at": timezone.now(),
                 "attempts": 1,
@@ -139,10 +226,12 @@ def _finish(event: GatewayEvent, outcome: str, detail: str, order: Order | None 
 
 
 def _mark_after_rollback(event: GatewayEvent, outcome: str, detail: str) -> None:
+    # A final outcome is never downgraded: a redelivery of an applied event
+    # that hits a database error leaves it applied.
     with transaction.atomic():
-        GatewayEvent.objects.filter(pk=event.pk).update(
+        GatewayEvent.objects.filter(pk=event.pk).exclude(outcome__in=FINAL_OUTCOMES).update(
             outcome=outcome,
-            detail=detail[:2000],
+            detail=detail[:2000].replace("\x00", "\\x00"),
             processed_at=timezone.now(),
             attempts=F("attempts") + 1,
         )
@@ -188,10 +277,15 @@ def process_event(event: GatewayEvent) -> CallbackResponse:
             result = apply_gateway_event(order, parsed.event, inbox=row)
     except (InvalidPaymentEvent, MalformedCallback) as exc:
         _mark_after_rollback(event, EventOutcome.REJECTED, str(exc))
+        if event.outcome != EventOutcome.REJECTED:
+            return CallbackResponse(200, {"status": "duplicate"}, event)
         return _error(400, str(exc), event)
     except Exception as exc:
         logger.exception("Processing gateway event %s failed; stored for replay.", event.pk)
         _mark_after_rollback(event, EventOutcome.FAILED, f"{type(exc).__name__}: {exc}")
+        if event.outcome in FINAL_OUTCOMES:
+            # Already processed by an earlier delivery; this one changed nothing.
+            return CallbackResponse(200, {"status": "duplicate"}, event)
         return _error(500, _("Processing failed; the event is stored and will be replayed."), event)
 
     if result.outcome == EventOutcome.APPLIED:
@@ -215,7 +309,7 @@ def replay_gateway_event(event: GatewayEvent) -> CallbackResponse:
 
 
 def acknowledge_events(events, *, user: Any) -> int:
-    """Mark ignored events as seen by staff; their orders stop needing attention for them."""
-    return events.filter(outcome=EventOutcome.IGNORED, acknowledged_at__isnull=True).update(
+    """Mark ignored or conflicting events as seen by staff; their orders stop needing attention."""
+    return events.filter(outcome__in=ACKNOWLEDGEABLE_OUTCOMES, acknowledged_at__isnull=True).update(
         acknowledged_at=timezone.now(), acknowledged_by=user
     )

@@ -9,9 +9,12 @@ channel, is counted once.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
@@ -222,6 +225,41 @@ class EventOutcome(models.TextChoices):
     """No such order (yet); can be replayed."""
     FAILED = "failed", _("Failed")
     """Processing crashed; can be replayed."""
+    CONFLICT = "conflict", _("Conflict")
+    """Contradicts what the same gateway reported before; needs staff to decide."""
+
+
+FINAL_OUTCOMES = frozenset(
+    {
+        EventOutcome.APPLIED,
+        EventOutcome.DUPLICATE,
+        EventOutcome.IGNORED,
+        EventOutcome.REJECTED,
+        EventOutcome.CONFLICT,
+    }
+)
+"""Outcomes that are never changed by processing again."""
+REPLAYABLE_OUTCOMES = frozenset(
+    {EventOutcome.FAILED, EventOutcome.UNMATCHED, EventOutcome.RECEIVED}
+)
+ACKNOWLEDGEABLE_OUTCOMES = frozenset({EventOutcome.IGNORED, EventOutcome.CONFLICT})
+"""Outcomes that flag their order until staff acknowledge them."""
+
+STUCK_AFTER = timedelta(minutes=5)
+"""An event still ``received`` after this long was left behind by a dead process."""
+
+
+class GatewayEventQuerySet(models.QuerySet):
+    def awaiting_acknowledgement(self, outcome: str) -> GatewayEventQuerySet:
+        """Events with ``outcome`` that staff have not acknowledged yet."""
+        return self.filter(outcome=outcome, acknowledged_at__isnull=True)
+
+    def unfinished(self) -> GatewayEventQuerySet:
+        """Failed events, and events left ``received`` for longer than STUCK_AFTER."""
+        return self.filter(
+            Q(outcome=EventOutcome.FAILED)
+            | Q(outcome=EventOutcome.RECEIVED, received_at__lt=Now() - STUCK_AFTER)
+        )
 
 
 class GatewayEvent(models.Model):
@@ -278,6 +316,8 @@ class GatewayEvent(models.Model):
         verbose_name=_("acknowledged by"),
     )
 
+    objects = GatewayEventQuerySet.as_manager()
+
     class Meta:
         verbose_name = _("gateway event")
         verbose_name_plural = _("gateway events")
@@ -290,7 +330,10 @@ class GatewayEvent(models.Model):
         indexes = [models.Index(fields=["order", "outcome"], name="gateway_event_order_outcome")]
         permissions = [
             ("replay_gatewayevent", _("Can replay failed or unmatched gateway events")),
-            ("acknowledge_gatewayevent", _("Can acknowledge ignored gateway events")),
+            (
+                "acknowledge_gatewayevent",
+                _("Can acknowledge ignored or conflicting gateway events"),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -23,7 +23,7 @@ from django.utils.translation import gettext_lazy
 from django_fsm import can_proceed
 
 from orderflow.audit import Channel, audit_context, channel_or, current_audit
-from orderflow.money import ZERO, format_money, money
+from orderflow.money import STORAGE_LIMIT, ZERO, format_money, money
 from orders.exceptions import InvalidOrder
 from orders.models import Order, PaymentStatus
 from orders.services import lock_order, parse_money, save_status
@@ -123,6 +123,12 @@ def record_transaction(
         # status change is in the ledger, not in the status history.
         # The caller holds the row lock, so the value read with it is current.
         new_total = money(getattr(order, total_field) + amount)
+        if new_total >= STORAGE_LIMIT:
+            # Raised inside the caller's transaction: the ledger row goes too.
+            raise InvalidPaymentEvent(
+                _("Recording %(amount)s would take the order's %(total)s past what can be stored.")
+                % {"amount": format_money(amount, order.currency), "total": total_field}
+            )
         Order.objects.filter(pk=order.pk).update(**{total_field: new_total})
         setattr(order, total_field, new_total)
     return row, True

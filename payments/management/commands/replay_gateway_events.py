@@ -9,8 +9,8 @@ from django.utils import timezone
 
 from orderflow.audit import Channel, audit_context
 from orderflow.cli import parse_age
-from payments.inbox import REPLAYABLE_OUTCOMES, replay_gateway_event
-from payments.models import EventOutcome, GatewayEvent
+from payments.inbox import replay_gateway_event
+from payments.models import REPLAYABLE_OUTCOMES, STUCK_AFTER, EventOutcome, GatewayEvent
 
 
 class Command(BaseCommand):
@@ -24,7 +24,8 @@ class Command(BaseCommand):
             "--outcome",
             action="append",
             choices=sorted(REPLAYABLE_OUTCOMES),
-            help="Only events with this outcome (repeatable; default: failed and unmatched).",
+            help="Only events with this outcome (repeatable; default: failed, unmatched, and "
+            "received but left unfinished for more than 5 minutes).",
         )
         parser.add_argument("--method", help="Only events of this payment method code.")
         parser.add_argument("--order", help="Only events for this order number.")
@@ -38,8 +39,17 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        outcomes = options["outcome"] or [EventOutcome.FAILED, EventOutcome.UNMATCHED]
-        events = GatewayEvent.objects.filter(outcome__in=outcomes).select_related("payment_method")
+        if options["outcome"]:
+            events = GatewayEvent.objects.filter(outcome__in=options["outcome"])
+        else:
+            # An event still "received" after a few minutes was left behind by
+            # a process that died; a younger one may be in progress right now.
+            events = GatewayEvent.objects.filter(
+                outcome__in=[EventOutcome.FAILED, EventOutcome.UNMATCHED]
+            ) | GatewayEvent.objects.filter(
+                outcome=EventOutcome.RECEIVED, received_at__lt=timezone.now() - STUCK_AFTER
+            )
+        events = events.select_related("payment_method")
         if options["method"]:
             events = events.filter(payment_method__code=options["method"])
         if options["order"]:
