@@ -9,7 +9,13 @@ from django.utils.translation import gettext_lazy as _
 
 from orderflow.history_admin import ReadOnlyHistoryAdmin
 from payments.inbox import REPLAYABLE_OUTCOMES, acknowledge_events, replay_gateway_event
-from payments.models import EventOutcome, GatewayEvent, PaymentMethod, PaymentTransaction
+from payments.models import (
+    EventOutcome,
+    GatewayEvent,
+    PaymentMethod,
+    PaymentRequest,
+    PaymentTransaction,
+)
 
 
 def write_only_field(label: str) -> forms.CharField:
@@ -185,3 +191,25 @@ class GatewayEventAdmin(ReadOnlyAdmin):
             raise PermissionDenied
         count = acknowledge_events(queryset, user=request.user)
         self.message_user(request, _("Acknowledged %(n)s event(s).") % {"n": count})
+
+
+@admin.register(PaymentRequest)
+class PaymentRequestAdmin(ReadOnlyAdmin):
+    """What staff asked the gateways, including requests still in flight."""
+
+    list_display = [
+        "created_at",
+        "order",
+        "action",
+        "amount",
+        "currency",
+        "status",
+        "requested_by",
+        "answered_at",
+        "completed_at",
+        "detail",
+    ]
+    list_filter = ["status", "action", "payment_method"]
+    search_fields = ["order__number", "=token"]
+    list_select_related = ["order", "requested_by"]
+    date_hierarchy = "created_at"

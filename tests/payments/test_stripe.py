@@ -32,6 +32,7 @@ from payments.models import (
     EventOutcome,
     GatewayEvent,
     PaymentMethod,
+    PaymentRequest,
     PaymentTransaction,
     TransactionKind,
 )
@@ -605,7 +606,8 @@ def test_staff_refund_then_stripe_callback_counts_once(client, method, stripe_ap
     assert sent.params["amount"] == "2500"
     assert sent.params["payment_intent"] == order.gateway_reference
     assert sent.params["metadata[order_number]"] == order.number
-    assert sent.headers["Idempotency-Key"].startswith(f"orderflow:{order.pk}:refund:")
+    [request] = PaymentRequest.objects.filter(order=order)
+    assert sent.headers["Idempotency-Key"] == f"orderflow:request:{request.token}"
     assert sent.headers["Authorization"] == f"Bearer {API_KEY}"
     assert result.order.status == S.PARTIALLY_PAID
     [(refund_id, amount)] = ledger(order, TransactionKind.REFUND)
@@ -634,7 +636,8 @@ def test_staff_capture_sends_minor_units(client, method, stripe_api, currency, t
     [sent] = stripe_api.sent
     assert sent.path == f"/v1/payment_intents/{order.gateway_reference}/capture"
     assert sent.params == {"amount_to_capture": str(minor_units)}
-    assert sent.headers["Idempotency-Key"].startswith(f"orderflow:{order.pk}:capture:")
+    [request] = PaymentRequest.objects.filter(order=order)
+    assert sent.headers["Idempotency-Key"] == f"orderflow:request:{request.token}"
     assert result.order.status == S.PAID
     assert ledger(order, TransactionKind.CAPTURE) == [(order.gateway_reference, Decimal(total))]
 
