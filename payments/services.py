@@ -8,14 +8,17 @@ allows, or keeps the fact as ignored with the reason.
 
 ``capture_payment``, ``void_payment`` and ``refund_payment`` are staff asking
 a gateway to move money: each is a payment request (``payments.requests``),
-recorded before the gateway is called.
+recorded before the gateway is called and finished by
+``recover_payment_requests`` if the process stops half-way.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import uuid4
@@ -45,6 +48,8 @@ from payments.models import (
     RequestStatus,
     TransactionKind,
 )
+
+logger = logging.getLogger("orderflow.payments.requests")
 
 LEDGER_KIND = {
     EventKind.AUTHORIZED: TransactionKind.AUTHORIZATION,
@@ -661,6 +666,120 @@ def refund_payment(
     if not reason:
         raise PaymentError(_("A reason is required to refund."))
     return _run_action(order, RequestAction.REFUND, amount, user=user, reason=reason, token=token)
+
+
+# -- recovering interrupted requests -------------------------------------------------
+
+RESEND_WITHIN = timedelta(hours=23)
+"""How old an unanswered request may be and still be sent again with its key.
+Stripe keeps idempotency keys for at least 24 hours; past that, sending the
+same key again could move the money a second time."""
+
+
+@dataclass(frozen=True)
+class RecoveredRequest:
+    """What recovery did (or, in a dry run, would do) with one pending request."""
+
+    request: PaymentRequest
+    status: str
+    """The request's status afterwards: ``pending`` means still unresolved."""
+    done: str
+
+
+@dataclass(frozen=True)
+class RecoverySummary:
+    requests: tuple[RecoveredRequest, ...]
+    dry_run: bool = False
+
+    @property
+    def unresolved(self) -> tuple[RecoveredRequest, ...]:
+        return tuple(r for r in self.requests if r.status == RequestStatus.PENDING)
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.requests if r.status == status)
+
+
+def recover_payment_requests(*, older_than: timedelta, dry_run: bool = False) -> RecoverySummary:
+    """
+    Finish payment requests left pending, e.g. by a process that died mid-way.
+
+    A stored answer is applied without calling the gateway; without one, the
+    gateway is asked again with the request's own idempotency key, which
+    gives the same answer, and that is applied. Either way the ledger records
+    the money once. Requests younger than ``older_than`` may still be in
+    flight and are left alone. ``dry_run`` says what would be done, and does
+    nothing.
+    """
+    stuck = (
+        PaymentRequest.objects.stuck(older_than)
+        .select_related("order", "payment_method")
+        .order_by("created_at", "id")
+    )
+    return RecoverySummary(tuple(_recover(r, dry_run=dry_run) for r in stuck), dry_run)
+
+
+def _recover(payment_request: PaymentRequest, *, dry_run: bool) -> RecoveredRequest:
+    pending = RequestStatus.PENDING
+    if payment_request.answered_at is not None:
+        values = {"reference": payment_request.answer_reference}
+        if dry_run:
+            return RecoveredRequest(
+                payment_request,
+                pending,
+                _("would record the stored answer (%(reference)s)") % values,
+            )
+        done = _("recorded the stored answer (%(reference)s)") % values
+        gateway = None
+    else:
+        if payment_request.created_at < timezone.now() - RESEND_WITHIN:
+            return RecoveredRequest(
+                payment_request,
+                pending,
+                _(
+                    "no answer stored, and too old to ask the gateway again safely; "
+                    "check the payment in the gateway's dashboard"
+                ),
+            )
+        gateway = get_gateway(payment_request.payment_method.gateway)
+        if gateway is None:
+            return RecoveredRequest(
+                payment_request,
+                pending,
+                _("no gateway adapter %(key)r to ask")
+                % {"key": payment_request.payment_method.gateway},
+            )
+        values = {"key": payment_request.idempotency_key}
+        if dry_run:
+            return RecoveredRequest(
+                payment_request, pending, _("would ask the gateway again (key %(key)s)") % values
+            )
+        done = _("asked the gateway again (key %(key)s)") % values
+
+    reason = _("Payment request %(id)s (%(action)s) recovered: %(reason)s") % {
+        "id": payment_request.pk,
+        "action": payment_request.get_action_display().lower(),
+        "reason": payment_request.reason,
+    }
+    try:
+        with audit_context(channel=channel_or(Channel.SYSTEM), user=None, reason=reason):
+            if gateway is None:
+                _apply_answer(payment_request, user=None)
+            else:
+                _send_request(payment_request, gateway=gateway, user=None)
+    except PaymentError as exc:
+        # A refusal failed the request; anything else left it pending.
+        done = f"{done}: {exc}"
+        if not isinstance(exc, GatewayError):
+            payment_requests.note(payment_request, str(exc))
+    except Exception as exc:
+        logger.exception("Could not recover payment request %s", payment_request.pk)
+        done = f"{done}: {type(exc).__name__}"
+        payment_requests.note(
+            payment_request,
+            _("Recovery failed (%(error)s); see the logs.") % {"error": type(exc).__name__},
+        )
+    status = PaymentRequest.objects.values_list("status", flat=True).get(pk=payment_request.pk)
+    return RecoveredRequest(payment_request, status, done)
 
 
 def replay_gateway_event(event: GatewayEvent):

@@ -1,12 +1,17 @@
 """Staff money actions are payment requests: recorded first, sent once, recoverable."""
 
 import threading
+from datetime import timedelta
 from decimal import Decimal
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import IntegrityError, connection, connections, transaction
 from django.test import override_settings
 from django.urls import reverse
+from django.utils import timezone
 
 import payments.services
 from orders.models import Order
@@ -30,9 +35,11 @@ from payments.models import (
 from payments.services import (
     capture_payment,
     new_request_token,
+    recover_payment_requests,
     refund_payment,
     void_payment,
 )
+from tests.payments.callbacks import body_for, post
 
 pytestmark = pytest.mark.django_db
 
@@ -44,6 +51,18 @@ def refunds(order) -> list[tuple[str, Decimal]]:
 
 def reload(order) -> Order:
     return Order.objects.get(pk=order.pk)
+
+
+def run(*args) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def backdate(request: PaymentRequest, minutes: int) -> None:
+    PaymentRequest.objects.filter(pk=request.pk).update(
+        created_at=timezone.now() - timedelta(minutes=minutes)
+    )
 
 
 @pytest.fixture
@@ -60,6 +79,23 @@ def apply_crashes_once(monkeypatch):
 
     monkeypatch.setattr(payments.services, "apply_gateway_event", crash_once)
     return crashes
+
+
+@pytest.fixture
+def answer_lost(monkeypatch, gateway_calls):
+    """The gateway refunds, then the connection drops before its answer is stored."""
+    state = {"lost": 1}
+    answered = HmacGateway.refund  # the counting wrapper
+
+    def refund(self, request, *, credentials):
+        result = answered(self, request, credentials=credentials)
+        if state["lost"]:
+            state["lost"] -= 1
+            raise ConnectionResetError("connection reset by peer")
+        return result
+
+    monkeypatch.setattr(HmacGateway, "refund", refund)
+    return state
 
 
 # -- the same intent, sent again ----------------------------------------------------------
@@ -282,6 +318,10 @@ def test_money_in_flight_is_not_offered_to_another_request(
 
     assert rest.transaction.amount == Decimal("40.00")
     assert len(gateway_calls.calls) == 2
+    recover_payment_requests(older_than=timedelta(0))
+    order = reload(order)
+    assert order.refunded_amount == Decimal("100.00")
+    assert order.status == S.REFUNDED
 
 
 def test_a_void_in_flight_blocks_a_second_void(make_order, monkeypatch):
@@ -297,6 +337,196 @@ def test_a_void_in_flight_blocks_a_second_void(make_order, monkeypatch):
     with pytest.raises(PaymentError, match="already being voided"):
         void_payment(order, user=None)
     assert PaymentRequest.objects.get().detail.startswith("The gateway call did not finish")
+
+
+# -- recovery -----------------------------------------------------------------------------
+
+
+def test_crash_after_the_answer_is_recovered_from_the_stored_answer(
+    make_order, gateway_calls, apply_crashes_once
+):
+    order = make_order(S.PAID)
+    token = new_request_token()
+
+    with pytest.raises(RuntimeError, match="worker killed"):
+        refund_payment(order, "10.00", user=None, reason="damaged box", token=token)
+
+    request = PaymentRequest.objects.get(token=token)
+    assert request.status == RequestStatus.PENDING
+    assert request.answer_reference
+    assert request.answer_amount == Decimal("10.00")
+    assert request.answered_at is not None
+    assert refunds(order) == []
+    with pytest.raises(RequestAlreadySubmitted, match="still in progress"):
+        refund_payment(order, "10.00", user=None, reason="damaged box", token=token)
+
+    summary = recover_payment_requests(older_than=timedelta(0))
+
+    assert [(r.request.pk, r.status) for r in summary.requests] == [
+        (request.pk, RequestStatus.SUCCEEDED)
+    ]
+    assert "stored answer" in summary.requests[0].done
+    assert len(gateway_calls.calls) == 1  # not asked again
+    assert refunds(order) == [(request.answer_reference, Decimal("10.00"))]
+    request.refresh_from_db()
+    assert request.status == RequestStatus.SUCCEEDED
+    assert request.transaction.reference == request.answer_reference
+    order = reload(order)
+    assert (order.status, order.refunded_amount) == (S.PARTIALLY_PAID, Decimal("10.00"))
+    record = order.history.first()
+    assert record.channel == "system"
+    assert f"Payment request {request.pk} (refund) recovered: damaged box" in (
+        record.history_change_reason
+    )
+    # Once recovered, nothing is left to do, and nothing is recorded twice.
+    assert recover_payment_requests(older_than=timedelta(0)).requests == ()
+    assert len(refunds(order)) == 1
+
+
+def test_crash_before_the_answer_is_stored_asks_again_with_the_same_key(
+    make_order, gateway_calls, answer_lost
+):
+    order = make_order(S.PAID)
+    token = new_request_token()
+
+    with pytest.raises(ConnectionResetError):
+        refund_payment(order, "10.00", user=None, reason="damaged box", token=token)
+
+    request = PaymentRequest.objects.get(token=token)
+    assert (request.status, request.answered_at) == (RequestStatus.PENDING, None)
+    assert "ConnectionResetError" in request.detail
+    assert refunds(order) == []
+
+    summary = recover_payment_requests(older_than=timedelta(0))
+
+    assert [r.status for r in summary.requests] == [RequestStatus.SUCCEEDED]
+    assert gateway_calls.keys("refund") == [request.idempotency_key] * 2
+    [(reference, amount)] = refunds(order)
+    assert amount == Decimal("10.00")
+    request.refresh_from_db()
+    assert (request.status, request.answer_reference) == (RequestStatus.SUCCEEDED, reference)
+    assert reload(order).refunded_amount == Decimal("10.00")
+
+
+def test_gateway_callback_for_a_recovered_refund_is_a_duplicate(
+    client, make_order, apply_crashes_once
+):
+    order = make_order(S.PAID)
+    with pytest.raises(RuntimeError):
+        refund_payment(order, "10.00", user=None, reason="x")
+    reference = PaymentRequest.objects.get().answer_reference
+    recover_payment_requests(older_than=timedelta(0))
+
+    body = body_for(order.number, "payment.refunded", amount="10.00", transaction=reference)
+
+    assert post(client, body).json() == {"status": "duplicate"}
+    assert len(refunds(order)) == 1
+
+
+def test_recovery_leaves_requests_that_may_still_be_in_flight_alone(make_order, apply_crashes_once):
+    order = make_order(S.PAID)
+    with pytest.raises(RuntimeError):
+        refund_payment(order, "10.00", user=None, reason="x")
+    request = PaymentRequest.objects.get()
+
+    assert recover_payment_requests(older_than=timedelta(minutes=5)).requests == ()
+    assert list(PaymentRequest.objects.stuck(timedelta(minutes=5))) == []
+
+    backdate(request, minutes=6)
+
+    assert list(PaymentRequest.objects.stuck(timedelta(minutes=5))) == [request]
+    summary = recover_payment_requests(older_than=timedelta(minutes=5))
+    assert [r.status for r in summary.requests] == [RequestStatus.SUCCEEDED]
+
+
+def test_recovery_never_resends_a_request_older_than_the_gateway_keeps_keys(
+    make_order, gateway_calls, answer_lost
+):
+    order = make_order(S.PAID)
+    with pytest.raises(ConnectionResetError):
+        refund_payment(order, "10.00", user=None, reason="x")
+    backdate(PaymentRequest.objects.get(), minutes=2 * 24 * 60)
+
+    summary = recover_payment_requests(older_than=timedelta(minutes=5))
+
+    assert [r.status for r in summary.unresolved] == [RequestStatus.PENDING]
+    assert "gateway's dashboard" in summary.unresolved[0].done
+    assert len(gateway_calls.calls) == 1
+    assert refunds(order) == []
+
+
+def test_recovery_fails_a_request_the_gateway_refuses_when_asked_again(
+    make_order, gateway_calls, answer_lost
+):
+    order = make_order(S.PAID)
+    with pytest.raises(ConnectionResetError):
+        refund_payment(order, "10.00", user=None, reason="x")
+
+    with override_settings(ORDERFLOW_HMAC_SIMULATED_OUTCOME="decline"):
+        summary = recover_payment_requests(older_than=timedelta(0))
+
+    assert [r.status for r in summary.requests] == [RequestStatus.FAILED]
+    assert "declined" in PaymentRequest.objects.get().detail
+    assert refunds(order) == []
+
+
+# -- the recovery command -------------------------------------------------------------------
+
+
+def test_recover_command_dry_run_then_recovers_and_exits_zero(
+    make_order, gateway_calls, apply_crashes_once
+):
+    order = make_order(S.PAID)
+    with pytest.raises(RuntimeError):
+        refund_payment(order, "10.00", user=None, reason="damaged box")
+    request = PaymentRequest.objects.get()
+    backdate(request, minutes=10)
+
+    dry = run("recover_payment_requests", "--dry-run")
+
+    assert f"payment request {request.pk} (refund 10.00 USD, order {order.number})" in dry
+    assert "would record the stored answer" in dry
+    assert "1 request(s) would be recovered (dry run)." in dry
+    assert PaymentRequest.objects.get().status == RequestStatus.PENDING
+    assert refunds(order) == []
+
+    out = run("recover_payment_requests")
+
+    assert "Recovered 1 request(s): 1 succeeded, 0 failed, 0 still pending." in out
+    assert PaymentRequest.objects.get().status == RequestStatus.SUCCEEDED
+    assert len(refunds(order)) == 1
+    assert reload(order).history.first().channel == "command"
+    assert len(gateway_calls.calls) == 1
+    assert run("recover_payment_requests") == "No payment requests to recover.\n"
+
+
+def test_recover_command_exits_non_zero_while_a_request_stays_pending(make_order, monkeypatch):
+    order = make_order(S.PAID)
+
+    def unreachable(self, request, *, credentials):
+        raise ConnectionRefusedError("gateway down")
+
+    monkeypatch.setattr(HmacGateway, "refund", unreachable)
+    with pytest.raises(ConnectionRefusedError):
+        refund_payment(order, "10.00", user=None, reason="x")
+    backdate(PaymentRequest.objects.get(), minutes=10)
+
+    with pytest.raises(CommandError, match=r"1 payment request.* still pending"):
+        run("recover_payment_requests")
+
+    request = PaymentRequest.objects.get()
+    assert request.status == RequestStatus.PENDING
+    assert "ConnectionRefusedError" in request.detail
+
+
+def test_recover_command_default_age_and_bad_ages(make_order, apply_crashes_once):
+    with pytest.raises(RuntimeError):
+        refund_payment(make_order(S.PAID), "10.00", user=None, reason="x")
+
+    assert run("recover_payment_requests") == "No payment requests to recover.\n"
+    assert "would record" in run("recover_payment_requests", "--older-than", "0m", "--dry-run")
+    with pytest.raises(CommandError, match="not an age"):
+        run("recover_payment_requests", "--older-than", "soon")
 
 
 # -- the row itself and the admin -------------------------------------------------------------
