@@ -22,6 +22,15 @@ class GatewayError(PaymentError):
     """The gateway refused or failed a request."""
 
 
+class GatewayNoAnswer(GatewayError):
+    """
+    The gateway did not answer (network failure, timeout): it may have acted.
+
+    Unlike a refusal, this moves no request to failed: the request stays
+    pending and is asked again with the same idempotency key.
+    """
+
+
 class RequestAlreadySubmitted(PaymentError):
     """The form's token was already used for this request; ``request`` is that request."""
 

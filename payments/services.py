@@ -36,7 +36,7 @@ from orders.exceptions import InvalidOrder
 from orders.models import Order, PaymentStatus
 from orders.services import lock_order, parse_money, save_status
 from payments import requests as payment_requests
-from payments.exceptions import GatewayError, InvalidPaymentEvent, PaymentError
+from payments.exceptions import GatewayError, GatewayNoAnswer, InvalidPaymentEvent, PaymentError
 from payments.gateways.base import AMOUNT_REQUIRED, EventKind, Gateway, PaymentEvent
 from payments.gateways.registry import get_gateway
 from payments.models import (
@@ -555,13 +555,16 @@ def _send_request(payment_request: PaymentRequest, *, gateway: Gateway, user: An
     Ask the gateway, keep its answer, then apply it; no lock is held meanwhile.
 
     A refusal (GatewayError) fails the request: no money moved. Anything else
-    (a crash) leaves it pending, because the gateway may have acted; asking
-    again with the same key then gives the same answer.
+    (no answer, a crash) leaves it pending, because the gateway may have
+    acted; asking again with the same key then gives the same answer.
     """
     call = getattr(gateway, payment_request.action)
     outbound = payment_requests.outbound(payment_request, order_number=payment_request.order.number)
     try:
         answer = call(outbound, credentials=payment_request.payment_method.api_key)
+    except GatewayNoAnswer as exc:
+        payment_requests.note(payment_request, str(exc))
+        raise
     except GatewayError as exc:
         payment_requests.mark_failed(payment_request, str(exc))
         raise
