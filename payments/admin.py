@@ -14,6 +14,7 @@ from payments.models import (
     EventOutcome,
     GatewayEvent,
     PaymentMethod,
+    PaymentRequest,
     PaymentTransaction,
 )
 
@@ -191,3 +192,25 @@ class GatewayEventAdmin(ReadOnlyAdmin):
             raise PermissionDenied
         count = acknowledge_events(queryset, user=request.user)
         self.message_user(request, _("Acknowledged %(n)s event(s).") % {"n": count})
+
+
+@admin.register(PaymentRequest)
+class PaymentRequestAdmin(ReadOnlyAdmin):
+    """What staff asked the gateways, including requests still in flight."""
+
+    list_display = [
+        "created_at",
+        "order",
+        "action",
+        "amount",
+        "currency",
+        "status",
+        "requested_by",
+        "answered_at",
+        "completed_at",
+        "detail",
+    ]
+    list_filter = ["status", "action", "payment_method"]
+    search_fields = ["order__number", "=token"]
+    list_select_related = ["order", "requested_by"]
+    date_hierarchy = "created_at"

@@ -1,5 +1,6 @@
 """
-Payment methods, the ledger of money movements, and the gateway inbox.
+Payment methods, the ledger of money movements, the gateway inbox and the
+requests staff send to gateways.
 
 The ledger (``PaymentTransaction``) is the truth about money: one row per
 movement, never edited, never deleted. ``(payment_method, kind, reference)``
@@ -15,6 +16,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
@@ -338,3 +340,170 @@ class GatewayEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.event_id}"
+
+
+class RequestAction(models.TextChoices):
+    """What staff asked a gateway to do."""
+
+    CAPTURE = "capture", _("Capture")
+    """Take authorized money."""
+    VOID = "void", _("Void")
+    """Release an authorization without taking the money."""
+    REFUND = "refund", _("Refund")
+    """Give captured money back."""
+
+
+class RequestStatus(models.TextChoices):
+    """Where a payment request stands."""
+
+    PENDING = "pending", _("Pending")
+    """Recorded; the gateway's answer has not been applied yet. The money may
+    have moved: a pending request is resolved by asking again with its key."""
+    SUCCEEDED = "succeeded", _("Succeeded")
+    """The gateway did it; its answer was applied to the ledger."""
+    FAILED = "failed", _("Failed")
+    """The gateway refused; no money moved."""
+
+
+class RecordIsAppendOnly(Exception):
+    """A payment request is created once and then only completed by its service."""
+
+
+class PaymentRequestQuerySet(models.QuerySet):
+    def pending(self) -> PaymentRequestQuerySet:
+        return self.filter(status=RequestStatus.PENDING)
+
+    def stuck(self, older_than: timedelta) -> PaymentRequestQuerySet:
+        """Pending requests recorded more than ``older_than`` ago: their process died."""
+        return self.pending().filter(created_at__lte=timezone.now() - older_than)
+
+
+class PaymentRequest(models.Model):
+    """
+    A capture, void or refund staff asked of a gateway, recorded before the call.
+
+    The token comes from the form staff submitted: one intent, one token, one
+    idempotency key, so the same click sent twice moves money once. The
+    gateway's answer is stored before it is applied to the ledger, so a
+    request interrupted at any point can be finished later without moving
+    money again (``payments.services.recover_payment_requests``).
+    """
+
+    order = models.ForeignKey(
+        "orders.Order",
+        on_delete=models.PROTECT,
+        related_name="payment_requests",
+        verbose_name=_("order"),
+    )
+    payment_method = models.ForeignKey(
+        PaymentMethod,
+        on_delete=models.PROTECT,
+        related_name="payment_requests",
+        verbose_name=_("payment method"),
+    )
+    action = models.CharField(_("action"), max_length=10, choices=RequestAction.choices)
+    amount = models.DecimalField(_("amount"), **MONEY_FIELD)
+    currency = models.CharField(_("currency"), max_length=3)
+    token = models.CharField(
+        _("token"),
+        max_length=64,
+        help_text=_("Issued with the form: the same token never moves money twice."),
+    )
+    checkout_reference = models.CharField(
+        _("checkout reference"),
+        max_length=255,
+        help_text=_("The gateway's id for the checkout the request was sent against."),
+    )
+    status = models.CharField(
+        _("status"), max_length=10, choices=RequestStatus.choices, default=RequestStatus.PENDING
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("requested by"),
+    )
+    channel = models.CharField(_("channel"), max_length=20, blank=True)
+    reason = models.TextField(_("reason"), blank=True)
+    created_at = models.DateTimeField(_("requested at"), auto_now_add=True)
+    answer_reference = models.CharField(
+        _("gateway reference"),
+        max_length=255,
+        blank=True,
+        help_text=_("The gateway's id for the money movement, once it answered."),
+    )
+    answer_amount = models.DecimalField(_("amount answered"), null=True, blank=True, **MONEY_FIELD)
+    answered_at = models.DateTimeField(_("answered at"), null=True, blank=True)
+    detail = models.TextField(
+        _("detail"), blank=True, help_text=_("Why it failed or is still pending.")
+    )
+    transaction = models.ForeignKey(
+        PaymentTransaction,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="payment_requests",
+        verbose_name=_("ledger entry"),
+    )
+    completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
+
+    objects = PaymentRequestQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("payment request")
+        verbose_name_plural = _("payment requests")
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["token"], name="payment_request_token_once"),
+            models.CheckConstraint(condition=~Q(token=""), name="payment_request_token_required"),
+            models.CheckConstraint(
+                condition=Q(amount__gt=0), name="payment_request_amount_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(action__in=RequestAction.values), name="payment_request_action_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=RequestStatus.values), name="payment_request_status_valid"
+            ),
+            # An answer is a money movement: it has the gateway's id and an amount.
+            models.CheckConstraint(
+                condition=Q(answered_at__isnull=True)
+                | (~Q(answer_reference="") & Q(answer_amount__gt=0)),
+                name="payment_request_answer_complete",
+            ),
+            models.CheckConstraint(
+                condition=Q(status=RequestStatus.PENDING) | Q(completed_at__isnull=False),
+                name="payment_request_completed_when_done",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=RequestStatus.FAILED) | Q(transaction__isnull=True),
+                name="payment_request_failed_moved_nothing",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="payment_request_status"),
+            models.Index(fields=["order", "action", "status"], name="payment_request_order"),
+            models.Index(fields=["action"], name="payment_request_action"),
+        ]
+
+    def __str__(self) -> str:
+        amount = format_money(self.amount, self.currency)
+        return f"{self.get_action_display()} {amount} (#{self.pk})"
+
+    def save(self, *args, **kwargs) -> None:
+        # Completing a request names what it changes; nothing else rewrites one.
+        if not self._state.adding and not kwargs.get("update_fields"):
+            raise RecordIsAppendOnly(
+                _("A payment request is only updated field by field, by its service.")
+            )
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise RecordIsAppendOnly(_("Payment requests cannot be deleted."))
+
+    @property
+    def idempotency_key(self) -> str:
+        """The key sent with every call for this request: same request, same answer."""
+        return f"orderflow:request:{self.token}"

@@ -5,12 +5,20 @@ Payment actions: the one place where money facts meet an order.
 staff-initiated capture's answer, a replay) whatever the channel: it locks the
 order, records the money once, runs the transition the current status
 allows, or keeps the fact as ignored with the reason.
+
+``capture_payment``, ``void_payment`` and ``refund_payment`` are staff asking
+a gateway to move money: each is a payment request (``payments.requests``),
+recorded before the gateway is called and finished by
+``recover_payment_requests`` if the process stops half-way.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import uuid4
@@ -27,16 +35,21 @@ from orderflow.money import STORAGE_LIMIT, ZERO, format_money, money
 from orders.exceptions import InvalidOrder
 from orders.models import Order, PaymentStatus
 from orders.services import lock_order, parse_money, save_status
-from payments.exceptions import InvalidPaymentEvent, PaymentError
-from payments.gateways.base import (
-    AMOUNT_REQUIRED,
-    EventKind,
-    Gateway,
-    OutboundRequest,
-    PaymentEvent,
-)
+from payments import requests as payment_requests
+from payments.exceptions import GatewayError, GatewayNoAnswer, InvalidPaymentEvent, PaymentError
+from payments.gateways.base import AMOUNT_REQUIRED, EventKind, Gateway, PaymentEvent
 from payments.gateways.registry import get_gateway
-from payments.models import EventOutcome, GatewayEvent, PaymentTransaction, TransactionKind
+from payments.models import (
+    EventOutcome,
+    GatewayEvent,
+    PaymentRequest,
+    PaymentTransaction,
+    RequestAction,
+    RequestStatus,
+    TransactionKind,
+)
+
+logger = logging.getLogger("orderflow.payments.requests")
 
 LEDGER_KIND = {
     EventKind.AUTHORIZED: TransactionKind.AUTHORIZATION,
@@ -390,6 +403,11 @@ def _apply_locked(
 
 
 # -- staff-initiated money actions -------------------------------------------------
+#
+# Each action is a PaymentRequest (payments.requests) in three committed steps:
+# recorded under the order's lock, answered by the gateway outside it, applied.
+# The request's token, issued with the staff's form, gives the idempotency
+# key: the same click sent twice is refused before the gateway is asked again.
 
 
 @dataclass(frozen=True)
@@ -403,17 +421,17 @@ class _StaffAction:
 # Which status allows which action is the model's transitions' rule; staff
 # capture additionally needs an authorization at the gateway to capture.
 _STAFF_ACTIONS = {
-    "capture": _StaffAction(
+    RequestAction.CAPTURE: _StaffAction(
         EventKind.CAPTURED,
         gettext_lazy("Only an authorized payment can be captured; order %(n)s is %(s)s."),
         gettext_lazy("captured"),
     ),
-    "void": _StaffAction(
+    RequestAction.VOID: _StaffAction(
         EventKind.VOIDED,
         gettext_lazy("Only an authorized, uncaptured payment can be voided; order %(n)s is %(s)s."),
         gettext_lazy("voided"),
     ),
-    "refund": _StaffAction(
+    RequestAction.REFUND: _StaffAction(
         EventKind.REFUNDED,
         gettext_lazy("Only a paid or partially paid order can be refunded; order %(n)s is %(s)s."),
         gettext_lazy("refunded"),
@@ -421,22 +439,37 @@ _STAFF_ACTIONS = {
 }
 
 
-@dataclass(frozen=True)
-class _Plan:
-    order: Order
-    gateway: Gateway
-    request: OutboundRequest
+def _submit_request(
+    order: Order, action: str, amount: Any, *, user: Any, reason: str, token: str | None
+) -> tuple[PaymentRequest, Gateway]:
+    """
+    Check permission, capability and balance under the lock; record the request.
 
-
-def _plan_action(order: Order, action: str, amount: Any, user: Any) -> _Plan:
-    """Check permission, capability and balance under the lock; return the request."""
+    The request is committed when this returns: the gateway is never asked
+    for anything not written down first. The transaction is durable, so a
+    caller's open transaction (which could still roll the request back) is
+    an error, not a silent risk.
+    """
     spec = _STAFF_ACTIONS[action]
     if user is not None and not user.has_perm(f"payments.{action}_payment"):
         raise PermissionDenied(
             _("You are not allowed to %(action)s payments.") % {"action": action}
         )
-    with transaction.atomic():
+    token = new_request_token() if token is None else payment_requests.clean_token(token)
+    channel = channel_or(Channel.ADMIN if user is not None else Channel.SYSTEM)
+    with transaction.atomic(durable=True):
         locked = lock_order(order)
+        currency = locked.currency
+        value: Decimal | None = None
+        if amount is not None and action != RequestAction.VOID:
+            try:
+                value = parse_money(amount, what=_("The amount"), currency=currency)
+            except InvalidOrder as exc:
+                raise PaymentError(str(exc)) from None
+        # Before any other check: the second click of a double click is told
+        # what became of the first, even once the order's status has moved on.
+        payment_requests.check_token_unused(token, order=locked, action=action, amount=value)
+
         method = locked.payment_method
         gateway = get_gateway(method.gateway) if method.is_online else None
         if gateway is None:
@@ -444,29 +477,24 @@ def _plan_action(order: Order, action: str, amount: Any, user: Any) -> _Plan:
                 _("%(method)s is not an online gateway: record or return the money by hand.")
                 % {"method": method.name}
             )
-        if action == "refund" and not method.supports_refunds:
+        if action == RequestAction.REFUND and not method.supports_refunds:
             raise PaymentError(_("%(method)s does not support refunds.") % {"method": method.name})
         transition = getattr(locked, TRANSITION[spec.kind])
         if not can_proceed(transition) or (
-            action == "capture" and locked.status == PaymentStatus.AWAITING_PAYMENT
+            action == RequestAction.CAPTURE and locked.status == PaymentStatus.AWAITING_PAYMENT
         ):
             raise PaymentError(
                 spec.refused % {"n": locked.number, "s": PaymentStatus(locked.status).label}
             )
         captured, refunded = locked.captured_amount, locked.refunded_amount
-        currency = locked.currency
         limit = {
-            "capture": locked.total - captured,
-            "void": locked.total,
-            "refund": captured - refunded,
+            RequestAction.CAPTURE: locked.total - captured,
+            RequestAction.VOID: locked.total,
+            RequestAction.REFUND: captured - refunded,
         }[action]
-        if amount is None or action == "void":
+        default = value is None
+        if default:
             value = limit
-        else:
-            try:
-                value = parse_money(amount, what=_("The amount"), currency=currency)
-            except InvalidOrder as exc:
-                raise PaymentError(str(exc)) from None
         if value <= 0 or value > limit:
             raise PaymentError(
                 _("The amount %(amount)s is more than the %(limit)s that can be %(done)s.")
@@ -476,7 +504,28 @@ def _plan_action(order: Order, action: str, amount: Any, user: Any) -> _Plan:
                     "done": spec.done,
                 }
             )
-        if action == "refund" and value < limit and not method.supports_partial_refunds:
+        # Requests of other intents still in flight may move their money any
+        # moment: two intents racing for one balance must not both be sent.
+        in_flight = payment_requests.pending_amount(locked, action)
+        if in_flight:
+            available = limit - in_flight
+            if default:
+                value = available
+            if value <= 0 or value > available:
+                raise PaymentError(
+                    _(
+                        "%(pending)s of order %(n)s is already being %(done)s by another "
+                        "request still in progress; at most %(available)s more can be "
+                        "%(done)s until it finishes."
+                    )
+                    % {
+                        "pending": format_money(in_flight, currency),
+                        "n": locked.number,
+                        "done": spec.done,
+                        "available": format_money(max(available, ZERO), currency),
+                    }
+                )
+        if action == RequestAction.REFUND and value < limit and not method.supports_partial_refunds:
             raise PaymentError(
                 _("%(method)s only refunds the whole balance (%(limit)s).")
                 % {"method": method.name, "limit": format_money(limit, currency)}
@@ -494,66 +543,252 @@ def _plan_action(order: Order, action: str, amount: Any, user: Any) -> _Plan:
                 _("Order %(n)s has no gateway reference to %(action)s against.")
                 % {"n": locked.number, "action": action}
             )
-        # The same click twice (same order state, same amount) sends the same
-        # key, so the gateway moves the money once.
-        key = f"orderflow:{locked.pk}:{action}:{value}:{captured}:{refunded}"
-        request = OutboundRequest(
-            order_number=locked.number,
-            checkout_reference=checkout,
+        payment_request = payment_requests.record_request(
+            order=locked,
+            action=action,
             amount=value,
-            currency=currency,
-            idempotency_key=key,
+            token=token,
+            checkout_reference=checkout,
+            user=user,
+            channel=channel,
+            reason=reason,
         )
-    return _Plan(locked, gateway, request)
+    return payment_request, gateway
 
 
-def _run_action(order: Order, action: str, amount: Any, *, user: Any, reason: str) -> ApplyResult:
-    plan = _plan_action(order, action, amount, user)
-    method = plan.order.payment_method
+def _send_request(payment_request: PaymentRequest, *, gateway: Gateway, user: Any) -> ApplyResult:
+    """
+    Ask the gateway, keep its answer, then apply it; no lock is held meanwhile.
+
+    A refusal (GatewayError) fails the request: no money moved. Anything else
+    (no answer, a crash) leaves it pending, because the gateway may have
+    acted; asking again with the same key then gives the same answer.
+    """
+    call = getattr(gateway, payment_request.action)
+    outbound = payment_requests.outbound(payment_request, order_number=payment_request.order.number)
+    try:
+        answer = call(outbound, credentials=payment_request.payment_method.api_key)
+    except GatewayNoAnswer as exc:
+        payment_requests.note(payment_request, str(exc))
+        raise
+    except GatewayError as exc:
+        payment_requests.mark_failed(payment_request, str(exc))
+        raise
+    except Exception as exc:
+        # Only the error's type: its text may carry what a library received.
+        payment_requests.note(
+            payment_request,
+            _(
+                "The gateway call did not finish (%(error)s); whether money moved is "
+                "known once the gateway is asked again."
+            )
+            % {"error": type(exc).__name__},
+        )
+        raise
+    # Committed before it is applied: a crash from here on loses no answer.
+    payment_requests.store_answer(payment_request, answer)
+    return _apply_answer(payment_request, user=user)
+
+
+def _apply_answer(payment_request: PaymentRequest, *, user: Any) -> ApplyResult:
+    """Apply a request's stored answer and complete the request, in one transaction."""
+    with transaction.atomic():
+        # The order first, then the request: the lock order of every path.
+        locked = lock_order(payment_request.order_id)
+        current = PaymentRequest.objects.select_for_update().get(pk=payment_request.pk)
+        if current.status != RequestStatus.PENDING:
+            return ApplyResult(
+                EventOutcome.DUPLICATE,
+                locked,
+                _("Payment request %(id)s was already completed.") % {"id": current.pk},
+                current.transaction,
+            )
+        fact = PaymentEvent(
+            kind=_STAFF_ACTIONS[current.action].kind,
+            reference=current.answer_reference,
+            amount=current.answer_amount,
+            currency=current.currency,
+        )
+        result = apply_gateway_event(locked, fact, user=user)
+        payment_requests.mark_succeeded(current, row=result.transaction, detail=result.reason)
+    payment_request.status = current.status
+    payment_request.transaction = current.transaction
+    payment_request.completed_at = current.completed_at
+    return result
+
+
+def _run_action(
+    order: Order, action: str, amount: Any, *, user: Any, reason: str, token: str | None
+) -> ApplyResult:
+    payment_request, gateway = _submit_request(
+        order, action, amount, user=user, reason=reason, token=token
+    )
     # The gateway call happens outside the row lock: a slow gateway must not
     # block callbacks for the order.
-    call = getattr(plan.gateway, action)
-    answer = call(plan.request, credentials=method.api_key)
-    fact = PaymentEvent(
-        kind=_STAFF_ACTIONS[action].kind,
-        reference=answer.reference,
-        amount=answer.amount,
-        currency=plan.request.currency,
-    )
-    channel = channel_or(Channel.ADMIN if user is not None else Channel.SYSTEM)
-    with audit_context(channel=channel, user=user, reason=reason):
-        return apply_gateway_event(plan.order, fact, user=user)
+    with audit_context(channel=payment_request.channel, user=user, reason=reason):
+        return _send_request(payment_request, gateway=gateway, user=user)
 
 
-def capture_payment(order: Order, amount: Any = None, *, user: Any) -> ApplyResult:
+def new_request_token() -> str:
+    """Return a token for one staff intent; issue it with the form that submits it."""
+    return secrets.token_urlsafe(24)
+
+
+def capture_payment(
+    order: Order, amount: Any = None, *, user: Any, token: str | None = None
+) -> ApplyResult:
     """
     Capture authorized money through the gateway (default: what is left to pay).
 
-    Raise PermissionDenied without ``payments.capture_payment``, PaymentError
-    when the order or method does not allow it, GatewayError when the gateway
-    refuses. The gateway's reference is recorded, so its later callback for
-    the same capture is a duplicate.
+    ``token`` identifies the staff's intent (see ``new_request_token``); None
+    is a new intent. Raise PermissionDenied without
+    ``payments.capture_payment``, RequestAlreadySubmitted when the token was
+    used for this capture already, PaymentError when the order or method does
+    not allow it, GatewayError when the gateway refuses. The gateway's
+    reference is recorded, so its later callback for the same capture is a
+    duplicate.
     """
-    return _run_action(order, "capture", amount, user=user, reason=_("Captured by staff."))
+    return _run_action(
+        order, RequestAction.CAPTURE, amount, user=user, reason=_("Captured by staff."), token=token
+    )
 
 
-def void_payment(order: Order, *, user: Any) -> ApplyResult:
+def void_payment(order: Order, *, user: Any, token: str | None = None) -> ApplyResult:
     """Release an authorization through the gateway; the order becomes Cancelled."""
-    return _run_action(order, "void", None, user=user, reason=_("Voided by staff."))
+    return _run_action(
+        order, RequestAction.VOID, None, user=user, reason=_("Voided by staff."), token=token
+    )
 
 
-def refund_payment(order: Order, amount: Any = None, *, user: Any, reason: str) -> ApplyResult:
+def refund_payment(
+    order: Order, amount: Any = None, *, user: Any, reason: str, token: str | None = None
+) -> ApplyResult:
     """
     Refund through the gateway (default: the whole refundable balance).
 
     Only where the method supports refunds, partially only where it supports
-    partial refunds, never beyond the refundable balance. ``reason`` is
-    required and goes to the history.
+    partial refunds, never beyond the refundable balance less the refunds
+    still in flight. ``reason`` is required and goes to the history; ``token``
+    works as for ``capture_payment``.
     """
     reason = (reason or "").strip()
     if not reason:
         raise PaymentError(_("A reason is required to refund."))
-    return _run_action(order, "refund", amount, user=user, reason=reason)
+    return _run_action(order, RequestAction.REFUND, amount, user=user, reason=reason, token=token)
+
+
+# -- recovering interrupted requests -------------------------------------------------
+
+RESEND_WITHIN = timedelta(hours=23)
+"""How old an unanswered request may be and still be sent again with its key.
+Stripe keeps idempotency keys for at least 24 hours; past that, sending the
+same key again could move the money a second time."""
+
+
+@dataclass(frozen=True)
+class RecoveredRequest:
+    """What recovery did (or, in a dry run, would do) with one pending request."""
+
+    request: PaymentRequest
+    status: str
+    """The request's status afterwards: ``pending`` means still unresolved."""
+    done: str
+
+
+@dataclass(frozen=True)
+class RecoverySummary:
+    requests: tuple[RecoveredRequest, ...]
+    dry_run: bool = False
+
+    @property
+    def unresolved(self) -> tuple[RecoveredRequest, ...]:
+        return tuple(r for r in self.requests if r.status == RequestStatus.PENDING)
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.requests if r.status == status)
+
+
+def recover_payment_requests(*, older_than: timedelta, dry_run: bool = False) -> RecoverySummary:
+    """
+    Finish payment requests left pending, e.g. by a process that died mid-way.
+
+    A stored answer is applied without calling the gateway; without one, the
+    gateway is asked again with the request's own idempotency key, which
+    gives the same answer, and that is applied. Either way the ledger records
+    the money once. Requests younger than ``older_than`` may still be in
+    flight and are left alone. ``dry_run`` says what would be done, and does
+    nothing.
+    """
+    stuck = (
+        PaymentRequest.objects.stuck(older_than)
+        .select_related("order", "payment_method")
+        .order_by("created_at", "id")
+    )
+    return RecoverySummary(tuple(_recover(r, dry_run=dry_run) for r in stuck), dry_run)
+
+
+def _recover(payment_request: PaymentRequest, *, dry_run: bool) -> RecoveredRequest:
+    pending = RequestStatus.PENDING
+    if payment_request.answered_at is not None:
+        values = {"reference": payment_request.answer_reference}
+        if dry_run:
+            return RecoveredRequest(
+                payment_request,
+                pending,
+                _("would record the stored answer (%(reference)s)") % values,
+            )
+        done = _("recorded the stored answer (%(reference)s)") % values
+        gateway = None
+    else:
+        if payment_request.created_at < timezone.now() - RESEND_WITHIN:
+            return RecoveredRequest(
+                payment_request,
+                pending,
+                _(
+                    "no answer stored, and too old to ask the gateway again safely; "
+                    "check the payment in the gateway's dashboard"
+                ),
+            )
+        gateway = get_gateway(payment_request.payment_method.gateway)
+        if gateway is None:
+            return RecoveredRequest(
+                payment_request,
+                pending,
+                _("no gateway adapter %(key)r to ask")
+                % {"key": payment_request.payment_method.gateway},
+            )
+        values = {"key": payment_request.idempotency_key}
+        if dry_run:
+            return RecoveredRequest(
+                payment_request, pending, _("would ask the gateway again (key %(key)s)") % values
+            )
+        done = _("asked the gateway again (key %(key)s)") % values
+
+    reason = _("Payment request %(id)s (%(action)s) recovered: %(reason)s") % {
+        "id": payment_request.pk,
+        "action": payment_request.get_action_display().lower(),
+        "reason": payment_request.reason,
+    }
+    try:
+        with audit_context(channel=channel_or(Channel.SYSTEM), user=None, reason=reason):
+            if gateway is None:
+                _apply_answer(payment_request, user=None)
+            else:
+                _send_request(payment_request, gateway=gateway, user=None)
+    except PaymentError as exc:
+        # A refusal failed the request; anything else left it pending.
+        done = f"{done}: {exc}"
+        if not isinstance(exc, GatewayError):
+            payment_requests.note(payment_request, str(exc))
+    except Exception as exc:
+        logger.exception("Could not recover payment request %s", payment_request.pk)
+        done = f"{done}: {type(exc).__name__}"
+        payment_requests.note(
+            payment_request,
+            _("Recovery failed (%(error)s); see the logs.") % {"error": type(exc).__name__},
+        )
+    status = PaymentRequest.objects.values_list("status", flat=True).get(pk=payment_request.pk)
+    return RecoveredRequest(payment_request, status, done)
 
 
 def replay_gateway_event(event: GatewayEvent):

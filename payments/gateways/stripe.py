@@ -33,7 +33,8 @@ The order is found by ``metadata.order_number``, else by the PaymentIntent id
 recorded at checkout (``Order.gateway_reference``).
 
 Staff captures, voids and refunds go through the library with the method's
-API key and orderflow's idempotency key, so a repeated click moves money once.
+API key and the payment request's idempotency key, so a repeated click moves
+money once and an unanswered call can be asked again safely.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
 from orderflow.money import from_minor_units, to_minor_units
-from payments.exceptions import GatewayError
+from payments.exceptions import GatewayError, GatewayNoAnswer
 from payments.gateways.base import (
     MAX_EVENT_ID_LENGTH,
     MAX_EVENT_TYPE_LENGTH,
@@ -277,6 +278,16 @@ class StripeGateway:
             )
         try:
             answer = call(*args, api_key=credentials.strip(), **params)
+        except stripe.APIConnectionError:
+            # A timeout may come after Stripe acted: not a refusal. The same
+            # idempotency key asked again later gives Stripe's real answer.
+            raise GatewayNoAnswer(
+                _(
+                    "Stripe did not answer the %(action)s; it may have gone through. "
+                    "It will be asked again with the same idempotency key."
+                )
+                % {"action": action}
+            ) from None
         except stripe.StripeError as exc:
             raise GatewayError(_error_message(action, exc, credentials)) from None
         return answer.to_dict()
@@ -359,8 +370,6 @@ def _error_message(action: str, exc: stripe.StripeError, credentials: str) -> st
     """Return a message staff may read: Stripe's user-facing text, never the key."""
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
         return _("Stripe refused the API key configured for this payment method.")
-    if isinstance(exc, stripe.APIConnectionError):
-        return _("Stripe could not be reached to %(action)s; try again.") % {"action": action}
     if isinstance(exc, stripe.RateLimitError):
         return _("Stripe is busy; try the %(action)s again.") % {"action": action}
     message = (exc.user_message or "").strip()

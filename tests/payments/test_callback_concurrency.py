@@ -9,8 +9,9 @@ from orderflow.audit import Channel, audit_context
 from orders.models import Order
 from orders.models import PaymentStatus as S
 from orders.services import override_status
+from payments.exceptions import RequestAlreadySubmitted
 from payments.models import GatewayEvent, PaymentTransaction, TransactionKind
-from payments.services import refund_payment
+from payments.services import new_request_token, refund_payment
 from tests.payments.callbacks import body_for, post
 from tests.payments.test_concurrency import run_together
 
@@ -79,13 +80,16 @@ def test_callback_racing_an_admin_override_loses_neither(make_order, supervisor,
     assert order.status == S.CANCELLED
 
 
-def test_double_clicked_refund_moves_money_once(make_order, supervisor):
+def test_double_clicked_refund_moves_money_once(make_order, gateway_calls):
     order = make_order(S.PAID)
+    token = new_request_token()  # issued with the form; both clicks submit it
 
     results = run_together(
-        *[lambda: refund_payment(order, "10.00", user=None, reason="double click")] * 2
+        *[lambda: refund_payment(order, "10.00", user=None, reason="double click", token=token)] * 2
     )
 
-    assert sorted(r.outcome for r in results) == ["applied", "duplicate"]
+    assert [r.outcome for r in results if not isinstance(r, Exception)] == ["applied"]
+    assert [type(r) for r in results if isinstance(r, Exception)] == [RequestAlreadySubmitted]
+    assert len(gateway_calls.calls) == 1
     order = Order.objects.get(pk=order.pk)
     assert order.refunded_amount == Decimal("10.00")

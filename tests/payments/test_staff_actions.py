@@ -3,7 +3,6 @@
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.core.exceptions import PermissionDenied
 from django.test import override_settings
 
@@ -15,17 +14,6 @@ from tests.factories import PaymentMethodFactory
 from tests.payments.callbacks import body_for, post
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def cashier(django_user_model):
-    user = django_user_model.objects.create_user(username="cashier", is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(
-            codename__in=["capture_payment", "void_payment", "refund_payment"]
-        )
-    )
-    return django_user_model.objects.get(pk=user.pk)
 
 
 def ledger(order, kind):

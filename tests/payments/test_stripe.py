@@ -15,6 +15,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -26,16 +27,23 @@ from django.urls import reverse
 from orders.models import Order
 from orders.models import PaymentStatus as S
 from orders.services import place_order
-from payments.exceptions import GatewayError
+from payments.exceptions import GatewayError, GatewayNoAnswer, PaymentError
 from payments.gateways import PaymentResult
 from payments.models import (
     EventOutcome,
     GatewayEvent,
     PaymentMethod,
+    PaymentRequest,
     PaymentTransaction,
+    RequestStatus,
     TransactionKind,
 )
-from payments.services import capture_payment, refund_payment, void_payment
+from payments.services import (
+    capture_payment,
+    recover_payment_requests,
+    refund_payment,
+    void_payment,
+)
 from tests.factories import PaymentMethodFactory, next_number
 
 WEBHOOK_SECRET = "whsec_test_0f3c9a7e51d24b8c"
@@ -194,11 +202,15 @@ class FakeStripeAPI(stripe.HTTPClient):
         self.currency = "usd"
         self.refund_status = "succeeded"
         self.failure: tuple[int, dict[str, Any]] | None = None
+        self.unreachable = False
+        """Time out after the request was sent: Stripe may or may not have acted."""
 
     def request(self, method, url, headers, post_data=None, *, _usage=None):
         path = urlsplit(url).path
         params = dict(parse_qsl(post_data or ""))
         self.sent.append(SentRequest(method, path, dict(headers or {}), params))
+        if self.unreachable:
+            raise stripe.APIConnectionError("Request timed out", should_retry=False)
         if self.failure is not None:
             status, body = self.failure
             return json.dumps(body), status, {"request-id": "req_fake"}
@@ -605,7 +617,8 @@ def test_staff_refund_then_stripe_callback_counts_once(client, method, stripe_ap
     assert sent.params["amount"] == "2500"
     assert sent.params["payment_intent"] == order.gateway_reference
     assert sent.params["metadata[order_number]"] == order.number
-    assert sent.headers["Idempotency-Key"].startswith(f"orderflow:{order.pk}:refund:")
+    [request] = PaymentRequest.objects.filter(order=order)
+    assert sent.headers["Idempotency-Key"] == f"orderflow:request:{request.token}"
     assert sent.headers["Authorization"] == f"Bearer {API_KEY}"
     assert result.order.status == S.PARTIALLY_PAID
     [(refund_id, amount)] = ledger(order, TransactionKind.REFUND)
@@ -634,7 +647,8 @@ def test_staff_capture_sends_minor_units(client, method, stripe_api, currency, t
     [sent] = stripe_api.sent
     assert sent.path == f"/v1/payment_intents/{order.gateway_reference}/capture"
     assert sent.params == {"amount_to_capture": str(minor_units)}
-    assert sent.headers["Idempotency-Key"].startswith(f"orderflow:{order.pk}:capture:")
+    [request] = PaymentRequest.objects.filter(order=order)
+    assert sent.headers["Idempotency-Key"] == f"orderflow:request:{request.token}"
     assert result.order.status == S.PAID
     assert ledger(order, TransactionKind.CAPTURE) == [(order.gateway_reference, Decimal(total))]
 
@@ -722,6 +736,35 @@ def test_refund_stripe_did_not_complete_is_left_to_the_callback(method, stripe_a
         refund_payment(order, user=None, reason="Customer returned everything")
 
     assert ledger(order, TransactionKind.REFUND) == []
+
+
+@pytest.mark.django_db
+def test_unanswered_refund_stays_pending_and_is_asked_again_with_its_key(method, stripe_api):
+    order = paid_order(method)
+    stripe_api.unreachable = True
+
+    with pytest.raises(GatewayNoAnswer, match="may have gone through"):
+        refund_payment(order, Decimal("25.00"), user=None, reason="Customer returned a mug")
+
+    request = PaymentRequest.objects.get(order=order)
+    assert request.status == RequestStatus.PENDING
+    assert "Stripe did not answer the refund" in request.detail
+    assert ledger(order, TransactionKind.REFUND) == []
+    # Not a refusal: the 25.00 may be on its way back, so it is not offered again.
+    with pytest.raises(PaymentError, match="already being refunded"):
+        refund_payment(order, Decimal("100.00"), user=None, reason="Everything")
+
+    stripe_api.unreachable = False
+    summary = recover_payment_requests(older_than=timedelta(0))
+
+    assert [r.status for r in summary.requests] == [RequestStatus.SUCCEEDED]
+    first, again = stripe_api.sent
+    assert first.headers["Idempotency-Key"] == request.idempotency_key
+    assert again.headers["Idempotency-Key"] == request.idempotency_key
+    assert first.params == again.params
+    [(refund_id, amount)] = ledger(order, TransactionKind.REFUND)
+    assert (refund_id.startswith("re_"), amount) == (True, Decimal("25.00"))
+    assert reload(order).status == S.PARTIALLY_PAID
 
 
 @pytest.mark.django_db
