@@ -10,10 +10,12 @@ ledger, run a transition and save.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import reduce
 from operator import or_
+from typing import Any
 
 from django.db import models
 from django.db.models import Exists, ExpressionWrapper, F, OuterRef, Q
@@ -49,6 +51,12 @@ class PaymentStatus(models.TextChoices):
 
 S = PaymentStatus
 OVERRIDE_PERMISSION = "orders.override_payment_status"
+# Written only by payments.services.record_transaction, with the ledger row.
+RUNNING_TOTAL_FIELDS = frozenset({"captured_amount", "refunded_amount"})
+
+
+class UnsafeOrderSave(Exception):
+    """An existing order was saved in a way that could undo another writer's change."""
 
 
 @dataclass(frozen=True)
@@ -238,6 +246,25 @@ class Order(ConcurrentTransitionMixin, models.Model):
 
     def __str__(self) -> str:
         return self.number
+
+    def save(self, *args: Any, update_fields: Iterable[str] | None = None, **kwargs: Any) -> None:
+        # An order is read by a page or a service and saved later; a whole-row
+        # save would write back what it read over what callbacks committed
+        # meanwhile (money, status). The running totals move only with their
+        # ledger row, in a queryset update under the order's lock.
+        if not self._state.adding:
+            if update_fields is None:
+                raise UnsafeOrderSave(
+                    f"Order {self.number}: save an existing order with update_fields "
+                    "naming the fields that changed."
+                )
+            totals = RUNNING_TOTAL_FIELDS.intersection(update_fields)
+            if totals:
+                raise UnsafeOrderSave(
+                    f"Order {self.number}: {', '.join(sorted(totals))} change only with "
+                    "a ledger row (payments.services.record_transaction)."
+                )
+        super().save(*args, update_fields=update_fields, **kwargs)
 
     def refresh_from_db(self, *args, **kwargs) -> None:
         # django-fsm switches protection off for the refresh and back on
