@@ -173,7 +173,7 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
 
     @admin.display(description=_("needs attention"))
     def attention_summary(self, obj: Order):
-        reasons = obj.attention_reasons
+        reasons = [*obj.attention_reasons, *obj.ledger_mismatch_reasons()]
         if not reasons:
             return _("No: status and ledger agree.")
         return format_html(

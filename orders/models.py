@@ -18,8 +18,8 @@ from operator import or_
 from typing import Any
 
 from django.db import models
-from django.db.models import Exists, ExpressionWrapper, F, OuterRef, Q
-from django.db.models.functions import Round
+from django.db.models import Exists, ExpressionWrapper, F, OuterRef, Q, Sum, Value
+from django.db.models.functions import Coalesce, Round
 from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
@@ -27,7 +27,7 @@ from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transi
 from simple_history.models import HistoricalRecords
 
 from orderflow.audit import AuditedHistoricalModel
-from orderflow.money import MONEY_FIELD, STORAGE_PLACES, ZERO, format_money
+from orderflow.money import MONEY_FIELD, STORAGE_PLACES, ZERO, format_money, money
 
 
 class PaymentStatus(models.TextChoices):
@@ -180,6 +180,31 @@ class OrderQuerySet(models.QuerySet):
             reduce(or_, (rule.condition for rule in ATTENTION_RULES))
         )
 
+    def with_ledger_sums(self) -> OrderQuerySet:
+        """
+        Annotate ``ledger_captured`` and ``ledger_refunded``: the sums of the
+        order's capture and refund rows, which the running totals must equal.
+
+        One join and GROUP BY over the ledger, whatever the number of orders.
+        """
+        from payments.models import TransactionKind
+
+        def ledger_sum(kind: str) -> Round:
+            # Rounded: SQLite sums decimals as floats.
+            return Round(
+                Coalesce(
+                    Sum("transactions__amount", filter=Q(transactions__kind=kind)),
+                    Value(ZERO, output_field=models.DecimalField(**MONEY_FIELD)),
+                ),
+                STORAGE_PLACES,
+                output_field=models.DecimalField(**MONEY_FIELD),
+            )
+
+        return self.annotate(
+            ledger_captured=ledger_sum(TransactionKind.CAPTURE),
+            ledger_refunded=ledger_sum(TransactionKind.REFUND),
+        )
+
 
 class Order(ConcurrentTransitionMixin, models.Model):
     number = models.CharField(_("number"), max_length=64, unique=True)
@@ -321,6 +346,54 @@ class Order(ConcurrentTransitionMixin, models.Model):
             for rule in ATTENTION_RULES
             if getattr(row, f"attention_{rule.code}")
         ]
+
+    def ledger_mismatch_reasons(self) -> list[str]:
+        """
+        Say where the running totals disagree with the ledger, in words for
+        staff (empty when they agree).
+
+        The attention rules read the running totals and cannot see totals that
+        are themselves wrong; this compares them with the ledger's sums, in one
+        aggregate query for this order.
+        """
+        if self.pk is None:
+            return []
+        row = (
+            type(self)
+            .objects.filter(pk=self.pk)
+            .with_ledger_sums()
+            .values("captured_amount", "refunded_amount", "ledger_captured", "ledger_refunded")
+            .get()
+        )
+        reasons = []
+        checks = [
+            (
+                "captured_amount",
+                "ledger_captured",
+                _(
+                    "The captured total (%(total)s) is not the sum of the ledger's captures "
+                    "(%(ledger)s)."
+                ),
+            ),
+            (
+                "refunded_amount",
+                "ledger_refunded",
+                _(
+                    "The refunded total (%(total)s) is not the sum of the ledger's refunds "
+                    "(%(ledger)s)."
+                ),
+            ),
+        ]
+        for total, ledger, message in checks:
+            if money(row[total]) != money(row[ledger]):
+                reasons.append(
+                    gettext(message)
+                    % {
+                        "total": format_money(row[total], self.currency),
+                        "ledger": format_money(row[ledger], self.currency),
+                    }
+                )
+        return reasons
 
     # -- transitions (gateway facts) ----------------------------------------
 

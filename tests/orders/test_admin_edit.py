@@ -2,6 +2,7 @@
 
 import threading
 from decimal import Decimal
+from html import unescape
 
 import pytest
 from django.contrib.admin.models import LogEntry
@@ -14,6 +15,7 @@ from orders.admin import OrderAdmin
 from orders.exceptions import ConcurrentChange
 from orders.models import Order
 from orders.models import PaymentStatus as S
+from payments.ledger_totals import ledger_totals_mismatches
 from payments.services import apply_gateway_event
 from tests.admin_forms import assert_saved, browser_post_data
 from tests.factories import event
@@ -75,6 +77,7 @@ def test_admin_save_keeps_a_capture_committed_meanwhile(
     order = Order.objects.get(pk=order.pk)
     assert order.captured_amount == ledger_sum(order, "capture") == Decimal("80.00")
     assert order.refunded_amount == ledger_sum(order, "refund") == Decimal("0.00")
+    assert list(ledger_totals_mismatches()) == []
     latest = order.history.first()
     assert (latest.customer_email, latest.channel, latest.history_user) == (
         "new@example.com",
@@ -139,6 +142,26 @@ def test_saving_the_form_unchanged_writes_nothing(admin_client_, make_order):
 
     assert_saved(response)
     assert (order.history.count(), Order.objects.get(pk=order.pk).updated_at) == before
+
+
+@pytest.mark.django_db
+def test_order_page_reports_running_totals_that_disagree_with_the_ledger(
+    admin_client_, make_order, django_assert_num_queries
+):
+    order = make_order(S.PARTIALLY_PAID)  # 50.00 captured, in the ledger
+    apply_gateway_event(order, event("captured", "30.00"))
+    # What a whole-row save of a stale order did: the capture erased from the column.
+    Order.objects.filter(pk=order.pk).update(captured_amount=Decimal("50.00"))
+    expected = "The captured total (50.00 USD) is not the sum of the ledger's captures (80.00 USD)."
+
+    page = admin_client_.get(change_url(order))
+    reloaded = Order.objects.get(pk=order.pk)
+    with django_assert_num_queries(1):
+        reasons = reloaded.ledger_mismatch_reasons()
+
+    assert page.status_code == 200
+    assert expected in unescape(page.text)
+    assert reasons == [expected]
 
 
 @pytest.mark.postgres
