@@ -7,6 +7,7 @@ from django.urls import reverse
 from django.utils.text import capfirst, format_lazy
 from django.utils.translation import gettext_lazy as _
 
+from orderflow.admin_lookups import NoSecretLookupsMixin
 from orderflow.history_admin import ReadOnlyHistoryAdmin
 from payments.inbox import REPLAYABLE_OUTCOMES, acknowledge_events, replay_gateway_event
 from payments.models import EventOutcome, GatewayEvent, PaymentMethod, PaymentTransaction
@@ -95,7 +96,7 @@ class PaymentMethodAdmin(ReadOnlyHistoryAdmin):
         return False
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
