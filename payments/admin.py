@@ -13,9 +13,20 @@ from payments.inbox import REPLAYABLE_OUTCOMES, acknowledge_events, replay_gatew
 from payments.models import EventOutcome, GatewayEvent, PaymentMethod, PaymentTransaction
 
 
-def write_only_field(label: str) -> forms.CharField:
+class WriteOnlyField(forms.CharField):
     """A secret's form field: never filled in on the page, empty keeps the stored value."""
-    return forms.CharField(
+
+    def has_changed(self, initial, data) -> bool:
+        # The page never shows the stored value, so an empty field means "keep
+        # it": only a new value written is a change (and goes to the admin log
+        # by the field's name, never its value).
+        value = self.to_python(data)
+        return bool(value) and value != (initial or "")
+
+
+def write_only_field(label: str) -> forms.CharField:
+    """Return a write-only field for a secret."""
+    return WriteOnlyField(
         label=capfirst(label),
         required=False,
         strip=True,
