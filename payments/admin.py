@@ -106,6 +106,14 @@ class PaymentMethodAdmin(ReadOnlyHistoryAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    def save_model(self, request, obj, form, change):
+        if not change:
+            super().save_model(request, obj, form, change)
+        elif form.changed_data:
+            # Only what the form changed: callbacks count rejected signatures
+            # on this row meanwhile, and a page saved unchanged writes no history.
+            obj.save(update_fields=form.changed_data)
+
 
 class ReadOnlyAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
     def has_add_permission(self, request):

@@ -2,10 +2,12 @@
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.db.models import F
 from django.urls import reverse
 
+from payments.admin import PaymentMethodAdmin
 from payments.models import PaymentMethod
-from tests.admin_forms import assert_saved, post_change_form
+from tests.admin_forms import assert_saved, browser_post_data, post_change_form
 
 pytestmark = pytest.mark.django_db
 
@@ -75,3 +77,31 @@ def test_saving_the_page_unchanged_logs_no_change(admin_client_, method, url):
 
     assert_saved(response)
     assert logged_change() == "No fields changed."
+
+
+def test_saving_keeps_rejected_callbacks_counted_meanwhile(admin_client_, method, url, monkeypatch):
+    page = admin_client_.get(url)
+    read = PaymentMethodAdmin.get_object
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = read(self, request, object_id, from_field)
+        # A callback refused for its signature, between the admin's read and write.
+        PaymentMethod.objects.filter(pk=obj.pk).update(
+            signature_failures=F("signature_failures") + 1
+        )
+        return obj
+
+    monkeypatch.setattr(PaymentMethodAdmin, "get_object", get_object)
+    response = admin_client_.post(url, browser_post_data(page, name="Renamed gateway"))
+
+    assert_saved(response)
+    method.refresh_from_db()
+    assert (method.name, method.signature_failures) == ("Renamed gateway", 1)
+
+
+def test_saving_the_page_unchanged_writes_no_history(admin_client_, method, url):
+    before = method.history.count()
+
+    assert_saved(post_change_form(admin_client_, url))
+
+    assert method.history.count() == before
