@@ -27,6 +27,9 @@ $(STAMP): requirements.txt requirements-dev.txt | $(PY)
 	$(PY) -m pip install --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# The settings default to production (DEBUG off, a secret key required);
+# the demo is local development and says so.
+demo: export DJANGO_DEBUG = 1
 demo: venv
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
@@ -35,6 +38,7 @@ demo: venv
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+lint: export DJANGO_DEBUG = 1
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -3,8 +3,10 @@
 from django.core.exceptions import PermissionDenied
 from simple_history.admin import SimpleHistoryAdmin
 
+from orderflow.admin_lookups import NoSecretLookupsMixin
 
-class ReadOnlyHistoryAdmin(SimpleHistoryAdmin):
+
+class ReadOnlyHistoryAdmin(NoSecretLookupsMixin, SimpleHistoryAdmin):
     """SimpleHistoryAdmin without revert: a history row can be read, not replayed."""
 
     history_list_display = ["channel"]

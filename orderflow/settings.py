@@ -4,8 +4,10 @@ Settings for orderflow.
 Everything that differs between a laptop and production comes from the
 environment:
 
-- ``DJANGO_DEBUG``: ``1``/``0`` (default ``1``, development).
-- ``DJANGO_SECRET_KEY``: required when ``DJANGO_DEBUG=0``.
+- ``DJANGO_DEBUG``: ``1``/``0`` (default ``0``: started with no environment,
+  the settings are production's). ``make demo`` sets ``1`` for itself.
+- ``DJANGO_SECRET_KEY``: required unless ``DJANGO_DEBUG=1``; without it the
+  project refuses to start.
 - ``DJANGO_ALLOWED_HOSTS``: comma-separated (default ``127.0.0.1,localhost``).
 - ``DATABASE_URL``: any dj-database-url URL (default: a SQLite file in the
   project folder), e.g. ``postgres://user:pass@host:5432/orderflow``.
@@ -33,13 +35,19 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
+# Off unless asked for: a server started without its environment must not
+# show tracebacks and settings to the world.
+DEBUG = env_bool("DJANGO_DEBUG", False)
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off.")
-    # Development only: never used once DJANGO_DEBUG=0.
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY must be set: set it to a long random value "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(50))'), "
+            "or set DJANGO_DEBUG=1 for local development."
+        )
+    # Local development only (DJANGO_DEBUG=1 said so); never used otherwise.
     SECRET_KEY = "django-insecure-orderflow-development-key-not-for-production"
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")

@@ -1,11 +1,15 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.http import HttpResponseRedirect
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from orderflow.history_admin import ReadOnlyHistoryAdmin
 from orderflow.money import format_money
-from orders.models import Order
+from orders.exceptions import OrderError
+from orders.models import Order, PaymentStatus
+from orders.services import update_order_details
 from payments.models import GatewayEvent, PaymentTransaction
 
 
@@ -113,6 +117,33 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except OrderError as exc:
+            # Raised by the service inside the admin's transaction, which has
+            # rolled back: nothing was saved. Show the page again, fresh.
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def save_model(self, request, obj, form, change):
+        # Only the edited fields are written, by the service, under the row
+        # lock: a whole-row save would write back the running totals and the
+        # status as read here, over what a callback committed meanwhile.
+        saved = update_order_details(
+            obj, user=request.user, customer_email=form.cleaned_data["customer_email"]
+        )
+        if saved.status != obj.status:
+            self.message_user(
+                request,
+                gettext(
+                    "The payment status of order %(number)s changed to %(status)s while "
+                    "you were editing it."
+                )
+                % {"number": saved.number, "status": PaymentStatus(saved.status).label},
+                messages.WARNING,
+            )
+
     @admin.display(description=_("total"), ordering="total")
     def order_total(self, obj: Order) -> str:
         return format_money(obj.total, obj.currency)
@@ -142,7 +173,7 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
 
     @admin.display(description=_("needs attention"))
     def attention_summary(self, obj: Order):
-        reasons = obj.attention_reasons
+        reasons = [*obj.attention_reasons, *obj.ledger_mismatch_reasons()]
         if not reasons:
             return _("No: status and ledger agree.")
         return format_html(

@@ -10,14 +10,16 @@ ledger, run a transition and save.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import reduce
 from operator import or_
+from typing import Any
 
 from django.db import models
-from django.db.models import Exists, ExpressionWrapper, F, OuterRef, Q
-from django.db.models.functions import Round
+from django.db.models import Exists, ExpressionWrapper, F, OuterRef, Q, Sum, Value
+from django.db.models.functions import Coalesce, Round
 from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
@@ -25,7 +27,7 @@ from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transi
 from simple_history.models import HistoricalRecords
 
 from orderflow.audit import AuditedHistoricalModel
-from orderflow.money import MONEY_FIELD, STORAGE_PLACES, ZERO, format_money
+from orderflow.money import MONEY_FIELD, STORAGE_PLACES, ZERO, format_money, money
 
 
 class PaymentStatus(models.TextChoices):
@@ -49,6 +51,12 @@ class PaymentStatus(models.TextChoices):
 
 S = PaymentStatus
 OVERRIDE_PERMISSION = "orders.override_payment_status"
+# Written only by payments.services.record_transaction, with the ledger row.
+RUNNING_TOTAL_FIELDS = frozenset({"captured_amount", "refunded_amount"})
+
+
+class UnsafeOrderSave(Exception):
+    """An existing order was saved in a way that could undo another writer's change."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +198,31 @@ class OrderQuerySet(models.QuerySet):
             reduce(or_, (rule.condition for rule in ATTENTION_RULES))
         )
 
+    def with_ledger_sums(self) -> OrderQuerySet:
+        """
+        Annotate ``ledger_captured`` and ``ledger_refunded``: the sums of the
+        order's capture and refund rows, which the running totals must equal.
+
+        One join and GROUP BY over the ledger, whatever the number of orders.
+        """
+        from payments.models import TransactionKind
+
+        def ledger_sum(kind: str) -> Round:
+            # Rounded: SQLite sums decimals as floats.
+            return Round(
+                Coalesce(
+                    Sum("transactions__amount", filter=Q(transactions__kind=kind)),
+                    Value(ZERO, output_field=models.DecimalField(**MONEY_FIELD)),
+                ),
+                STORAGE_PLACES,
+                output_field=models.DecimalField(**MONEY_FIELD),
+            )
+
+        return self.annotate(
+            ledger_captured=ledger_sum(TransactionKind.CAPTURE),
+            ledger_refunded=ledger_sum(TransactionKind.REFUND),
+        )
+
 
 class Order(ConcurrentTransitionMixin, models.Model):
     number = models.CharField(_("number"), max_length=64, unique=True)
@@ -257,6 +290,25 @@ class Order(ConcurrentTransitionMixin, models.Model):
     def __str__(self) -> str:
         return self.number
 
+    def save(self, *args: Any, update_fields: Iterable[str] | None = None, **kwargs: Any) -> None:
+        # An order is read by a page or a service and saved later; a whole-row
+        # save would write back what it read over what callbacks committed
+        # meanwhile (money, status). The running totals move only with their
+        # ledger row, in a queryset update under the order's lock.
+        if not self._state.adding:
+            if update_fields is None:
+                raise UnsafeOrderSave(
+                    f"Order {self.number}: save an existing order with update_fields "
+                    "naming the fields that changed."
+                )
+            totals = RUNNING_TOTAL_FIELDS.intersection(update_fields)
+            if totals:
+                raise UnsafeOrderSave(
+                    f"Order {self.number}: {', '.join(sorted(totals))} change only with "
+                    "a ledger row (payments.services.record_transaction)."
+                )
+        super().save(*args, update_fields=update_fields, **kwargs)
+
     def refresh_from_db(self, *args, **kwargs) -> None:
         # django-fsm switches protection off for the refresh and back on
         # without try/finally; a failing refresh would leave every Order
@@ -312,6 +364,54 @@ class Order(ConcurrentTransitionMixin, models.Model):
             for rule in ATTENTION_RULES
             if getattr(row, f"attention_{rule.code}")
         ]
+
+    def ledger_mismatch_reasons(self) -> list[str]:
+        """
+        Say where the running totals disagree with the ledger, in words for
+        staff (empty when they agree).
+
+        The attention rules read the running totals and cannot see totals that
+        are themselves wrong; this compares them with the ledger's sums, in one
+        aggregate query for this order.
+        """
+        if self.pk is None:
+            return []
+        row = (
+            type(self)
+            .objects.filter(pk=self.pk)
+            .with_ledger_sums()
+            .values("captured_amount", "refunded_amount", "ledger_captured", "ledger_refunded")
+            .get()
+        )
+        reasons = []
+        checks = [
+            (
+                "captured_amount",
+                "ledger_captured",
+                _(
+                    "The captured total (%(total)s) is not the sum of the ledger's captures "
+                    "(%(ledger)s)."
+                ),
+            ),
+            (
+                "refunded_amount",
+                "ledger_refunded",
+                _(
+                    "The refunded total (%(total)s) is not the sum of the ledger's refunds "
+                    "(%(ledger)s)."
+                ),
+            ),
+        ]
+        for total, ledger, message in checks:
+            if money(row[total]) != money(row[ledger]):
+                reasons.append(
+                    gettext(message)
+                    % {
+                        "total": format_money(row[total], self.currency),
+                        "ledger": format_money(row[ledger], self.currency),
+                    }
+                )
+        return reasons
 
     # -- transitions (gateway facts) ----------------------------------------
 

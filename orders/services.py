@@ -1,5 +1,5 @@
 """
-Order actions: placing an order and overriding its status by hand.
+Order actions: placing an order, editing its details and overriding its status by hand.
 
 Each function is one unit of work: it runs in ``transaction.atomic()``,
 locks the order row, checks permission and policy, runs one django-fsm
@@ -37,16 +37,33 @@ def lock_order(order: Order | int) -> Order:
 
 def save_status(order: Order) -> None:
     """Save a transition's result; the order must be locked by the caller."""
+    save_fields(order, ["status", "updated_at"])
+
+
+def save_fields(order: Order, fields: list[str]) -> None:
+    """Save the named fields of an order locked by the caller."""
     try:
         # Own savepoint: catching ConcurrentTransition in the caller's
         # transaction would otherwise poison it.
         with transaction.atomic():
-            order.save(update_fields=["status", "updated_at"])
+            order.save(update_fields=fields)
     except ConcurrentTransition as exc:
         raise ConcurrentChange(
             _("Order %(number)s was changed by someone else at the same moment; try again.")
             % {"number": order.number}
         ) from exc
+
+
+def _validated_email(value: str) -> str:
+    value = (value or "").strip()
+    if value:
+        try:
+            validate_email(value)
+        except ValidationError:
+            raise InvalidOrder(
+                _("%(email)r is not a valid email address.") % {"email": value}
+            ) from None
+    return value
 
 
 def parse_money(value: Any, *, what: str, currency: str) -> Decimal:
@@ -127,13 +144,7 @@ def place_order(
             _("Currency %(currency)r is not a 3-letter ISO code.") % {"currency": currency}
         )
     total = parse_money(total, what=_("The order total"), currency=currency)
-    if customer_email:
-        try:
-            validate_email(customer_email)
-        except ValidationError:
-            raise InvalidOrder(
-                _("%(email)r is not a valid email address.") % {"email": customer_email}
-            ) from None
+    customer_email = _validated_email(customer_email)
     if isinstance(payment_method, str):
         try:
             payment_method = PaymentMethod.objects.get(code=payment_method)
@@ -201,6 +212,37 @@ def place_order(
                     % {"reference": reference}
                 )
     return order
+
+
+def update_order_details(order: Order, *, user: Any, customer_email: str) -> Order:
+    """
+    Change what staff may edit on an order (the customer's email); return the order.
+
+    Only the fields that changed are written, with the row locked: status and
+    running totals belong to the transitions and the ledger, and writing back
+    values read earlier would undo what a callback committed meanwhile.
+    Nothing is saved, and no history is recorded, when nothing changed.
+    ``user=None`` is a trusted system channel. Raise PermissionDenied without
+    ``orders.change_order``, InvalidOrder for an invalid address,
+    ConcurrentChange if the row changed under the save anyway.
+    """
+    if user is not None and not user.has_perm("orders.change_order"):
+        raise PermissionDenied(_("You are not allowed to change orders."))
+    wanted = {"customer_email": _validated_email(customer_email)}
+
+    with transaction.atomic():
+        locked = lock_order(order)
+        changed = [name for name, value in wanted.items() if getattr(locked, name) != value]
+        if not changed:
+            return locked
+        for name in changed:
+            setattr(locked, name, wanted[name])
+        labels = ", ".join(str(Order._meta.get_field(name).verbose_name) for name in changed)
+        reason = _("Order details changed: %(fields)s.") % {"fields": labels}
+        channel = channel_or(Channel.ADMIN if user is not None else Channel.SYSTEM)
+        with audit_context(channel=channel, user=user, reason=reason):
+            save_fields(locked, [*changed, "updated_at"])
+    return locked
 
 
 def override_status(

@@ -7,6 +7,7 @@ from django.urls import reverse
 from django.utils.text import capfirst, format_lazy
 from django.utils.translation import gettext_lazy as _
 
+from orderflow.admin_lookups import NoSecretLookupsMixin
 from orderflow.history_admin import ReadOnlyHistoryAdmin
 from payments.inbox import acknowledge_events, replay_gateway_event
 from payments.models import (
@@ -19,9 +20,20 @@ from payments.models import (
 )
 
 
-def write_only_field(label: str) -> forms.CharField:
+class WriteOnlyField(forms.CharField):
     """A secret's form field: never filled in on the page, empty keeps the stored value."""
-    return forms.CharField(
+
+    def has_changed(self, initial, data) -> bool:
+        # The page never shows the stored value, so an empty field means "keep
+        # it": only a new value written is a change (and goes to the admin log
+        # by the field's name, never its value).
+        value = self.to_python(data)
+        return bool(value) and value != (initial or "")
+
+
+def write_only_field(label: str) -> forms.CharField:
+    """Return a write-only field for a secret."""
+    return WriteOnlyField(
         label=capfirst(label),
         required=False,
         strip=True,
@@ -101,8 +113,16 @@ class PaymentMethodAdmin(ReadOnlyHistoryAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    def save_model(self, request, obj, form, change):
+        if not change:
+            super().save_model(request, obj, form, change)
+        elif form.changed_data:
+            # Only what the form changed: callbacks count rejected signatures
+            # on this row meanwhile, and a page saved unchanged writes no history.
+            obj.save(update_fields=form.changed_data)
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+
+class ReadOnlyAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 

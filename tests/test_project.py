@@ -52,6 +52,42 @@ def test_production_refuses_to_start_without_a_secret_key():
     assert "DJANGO_SECRET_KEY must be set" in result.stderr
 
 
+def bare_python(code: str, **env):
+    """Run ``python -c code`` in the project with no environment but PATH and ``env``."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={"PATH": os.environ.get("PATH", ""), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_started_with_no_environment_it_refuses_and_says_what_to_set():
+    result = bare_python("import orderflow.wsgi")
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "DJANGO_SECRET_KEY must be set" in result.stderr
+    assert "DJANGO_DEBUG=1 for local development" in result.stderr
+
+
+def test_debug_is_off_unless_the_environment_turns_it_on():
+    show = "import orderflow.wsgi; from django.conf import settings; print(settings.DEBUG)"
+
+    production = bare_python(show, DJANGO_SECRET_KEY=secrets.token_urlsafe(50))
+    development = bare_python(show, DJANGO_DEBUG="1")
+
+    assert (production.returncode, production.stdout) == (0, "False\n"), production.stderr
+    assert (development.returncode, development.stdout) == (0, "True\n"), development.stderr
+
+
+def test_the_tests_run_with_a_throwaway_key(settings):
+    assert settings.SECRET_KEY != "django-insecure-orderflow-development-key-not-for-production"
+    assert len(settings.SECRET_KEY) >= 50
+
+
 def test_only_the_callback_view_may_be_csrf_exempt():
     from django.urls import get_resolver
 

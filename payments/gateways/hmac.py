@@ -30,7 +30,7 @@ from typing import Any
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
-from payments.exceptions import GatewayError
+from payments.exceptions import GatewayError, GatewayNoAnswer
 from payments.gateways.base import (
     MAX_EVENT_ID_LENGTH,
     MAX_EVENT_TYPE_LENGTH,
@@ -166,7 +166,9 @@ class HmacGateway:
         if outcome == "decline":
             raise GatewayError(f"The test gateway declined the {action}.")
         if outcome == "error":
-            raise GatewayError(f"The test gateway did not answer the {action}; try again.")
+            raise GatewayNoAnswer(
+                f"The test gateway did not answer the {action}; it may have gone through."
+            )
         # Same idempotency key, same reference: a retried request is one movement.
         digest = hashlib.sha256(request.idempotency_key.encode()).hexdigest()[:20]
         return OutboundResult(reference=f"sim_{action}_{digest}", amount=request.amount)

@@ -278,9 +278,12 @@ class StripeGateway:
             )
         try:
             answer = call(*args, api_key=credentials.strip(), **params)
-        except stripe.APIConnectionError:
-            # A timeout may come after Stripe acted: not a refusal. The same
-            # idempotency key asked again later gives Stripe's real answer.
+        except (stripe.APIConnectionError, stripe.APIError) as exc:
+            if isinstance(exc, stripe.APIError) and (exc.http_status or 500) < 500:
+                raise GatewayError(_error_message(action, exc, credentials)) from None
+            # A timeout or a server error (Stripe documents 5xx results as
+            # indeterminate) may come after Stripe acted: not a refusal. The
+            # same idempotency key asked again later gives Stripe's real answer.
             raise GatewayNoAnswer(
                 _(
                     "Stripe did not answer the %(action)s; it may have gone through. "

@@ -135,14 +135,18 @@ def test_admin_replay_and_acknowledge_actions_check_permissions(
     staff_user.user_permissions.add(Permission.objects.get(codename="view_gatewayevent"))
     client.force_login(staff_user)
     for action in ["replay", "acknowledge"]:
-        client.post(url, {"action": action, "_selected_action": ids})
+        refused = client.post(url, {"action": action, "_selected_action": ids})
+        # The list is shown, without the action to run.
+        assert refused.status_code == 200
+        assert f'value="{action}"' not in refused.text
     assert not GatewayEvent.objects.filter(acknowledged_at__isnull=False).exists()
     assert GatewayEvent.objects.get(event_type="payment.authorized").attempts == 1
 
     client.force_login(admin_user)
     place_order(number="LATE2", total="20.00", currency="USD", payment_method=online_method)
-    client.post(url, {"action": "replay", "_selected_action": ids})
-    client.post(url, {"action": "acknowledge", "_selected_action": ids})
+    for action in ["replay", "acknowledge"]:
+        done = client.post(url, {"action": action, "_selected_action": ids})
+        assert (done.status_code, done.url) == (302, url)
 
     assert GatewayEvent.objects.get(event_type="payment.authorized").outcome == "applied"
     cancelled.refresh_from_db()
