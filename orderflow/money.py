@@ -8,13 +8,18 @@ units (cents, yen, fils) are converted with the currency's exponent.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.utils.translation import gettext as _
 
 STORAGE_PLACES = 3
 MONEY_FIELD = {"max_digits": 15, "decimal_places": STORAGE_PLACES}
 ZERO = Decimal(0).scaleb(-STORAGE_PLACES)
 STORAGE_LIMIT = Decimal(10) ** (MONEY_FIELD["max_digits"] - STORAGE_PLACES)
 """The first amount a money column cannot hold."""
+MAX_AMOUNT = Decimal("1e11")
+"""The first amount one order, payment or refund may not have (running totals need room)."""
 
 
 def money(value: Decimal | int | float | str | None) -> Decimal:
@@ -67,3 +72,33 @@ def to_minor_units(amount: Decimal, currency: str) -> int:
     if scaled != scaled.to_integral_value():
         raise ValueError(f"{amount} has more decimals than {currency} allows")
     return int(scaled)
+
+
+class InvalidAmount(ValueError):
+    """An amount that is not a positive number valid in its currency (message for staff)."""
+
+
+def parse_amount(value: Any, *, what: str, currency: str) -> Decimal:
+    """
+    Return ``value`` as a positive amount valid in ``currency``.
+
+    ``what`` names the amount in the message (e.g. "The order total"). Raise
+    InvalidAmount naming the problem: not a number, not positive, more
+    decimals than the currency has, or too large to store.
+    """
+    try:
+        amount = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise InvalidAmount(
+            _("%(what)s %(value)r is not a number.") % {"what": what, "value": value}
+        ) from None
+    if not amount.is_finite() or amount <= 0:
+        raise InvalidAmount(_("%(what)s must be greater than zero.") % {"what": what})
+    if decimals_of(amount) > currency_exponent(currency):
+        raise InvalidAmount(
+            _("%(what)s %(value)s has more decimals than %(currency)s allows.")
+            % {"what": what, "value": value, "currency": currency}
+        )
+    if amount >= MAX_AMOUNT:
+        raise InvalidAmount(_("%(what)s is too large.") % {"what": what})
+    return money(amount)

@@ -17,13 +17,19 @@ from functools import reduce
 from operator import or_
 from typing import Any
 
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Exists, ExpressionWrapper, F, OuterRef, Q, Sum, Value
 from django.db.models.functions import Coalesce, Round
 from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
-from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transition
+from django_fsm import (
+    RETURN_VALUE,
+    ConcurrentTransition,
+    ConcurrentTransitionMixin,
+    FSMField,
+    transition,
+)
 from simple_history.models import HistoricalRecords
 
 from orderflow.audit import AuditedHistoricalModel
@@ -49,9 +55,8 @@ class PaymentStatus(models.TextChoices):
     """All captured money went back to the customer."""
 
 
-S = PaymentStatus
 OVERRIDE_PERMISSION = "orders.override_payment_status"
-# Written only by payments.services.record_transaction, with the ledger row.
+# Written only by payments.ledger.record_transaction, with the ledger row.
 RUNNING_TOTAL_FIELDS = frozenset({"captured_amount", "refunded_amount"})
 
 
@@ -97,7 +102,7 @@ ATTENTION_RULES: tuple[AttentionRule, ...] = (
     ),
     AttentionRule(
         "paid_not_covered",
-        Q(status=S.PAID, net_sum__lt=F("total")),
+        Q(status=PaymentStatus.PAID, net_sum__lt=F("total")),
         _("Marked Paid, but the money kept (%(net)s) does not cover the total (%(total)s)."),
     ),
     AttentionRule(
@@ -108,40 +113,55 @@ ATTENTION_RULES: tuple[AttentionRule, ...] = (
     AttentionRule(
         "money_kept_without_payment_status",
         Q(
-            status__in=[S.AWAITING_PAYMENT, S.AUTHORIZED, S.DECLINED, S.CANCELLED],
+            status__in=[
+                PaymentStatus.AWAITING_PAYMENT,
+                PaymentStatus.AUTHORIZED,
+                PaymentStatus.DECLINED,
+                PaymentStatus.CANCELLED,
+            ],
             net_sum__gt=0,
         ),
         _("Money has been captured and kept (%(net)s) but the status is %(status)s."),
     ),
     AttentionRule(
         "partially_paid_mismatch",
-        Q(status=S.PARTIALLY_PAID) & (Q(net_sum__lte=0) | Q(net_sum__gte=F("total"))),
+        Q(status=PaymentStatus.PARTIALLY_PAID) & (Q(net_sum__lte=0) | Q(net_sum__gte=F("total"))),
         _("Marked Partially paid, but the money kept is %(net)s of %(total)s."),
     ),
     AttentionRule(
         "refunded_money_kept",
-        Q(status=S.REFUNDED, net_sum__gt=0),
+        Q(status=PaymentStatus.REFUNDED, net_sum__gt=0),
         _("Marked Refunded, but %(net)s is still kept."),
     ),
     AttentionRule(
         "refunded_nothing_captured",
-        Q(status=S.REFUNDED, captured_amount__lte=0),
+        Q(status=PaymentStatus.REFUNDED, captured_amount__lte=0),
         _("Marked Refunded, but no money was ever captured."),
     ),
     AttentionRule(
         "authorized_without_authorization",
-        Q(status=S.AUTHORIZED, has_authorization=False),
+        Q(status=PaymentStatus.AUTHORIZED, has_authorization=False),
         _("Marked Authorized, but the ledger has no authorization."),
     ),
     AttentionRule(
         "cancelled_authorization_open",
-        Q(status=S.CANCELLED, has_authorization=True, has_void=False, captured_amount__lte=0),
+        Q(
+            status=PaymentStatus.CANCELLED,
+            has_authorization=True,
+            has_void=False,
+            captured_amount__lte=0,
+        ),
         _("Cancelled, but the gateway's authorization was never voided."),
     ),
 )
 
 
 class OrderQuerySet(models.QuerySet):
+    def lock(self, order: Order | int) -> Order:
+        """Reload an order with its row locked until the surrounding transaction ends."""
+        pk = order.pk if isinstance(order, Order) else order
+        return self.select_for_update(of=("self",)).select_related("payment_method").get(pk=pk)
+
     def with_attention_inputs(self) -> OrderQuerySet:
         """Annotate what the attention rules read besides the order's own columns."""
         from payments.models import EventOutcome, GatewayEvent, PaymentTransaction, TransactionKind
@@ -251,7 +271,7 @@ class Order(ConcurrentTransitionMixin, models.Model):
         help_text=_("The gateway's id for this checkout (e.g. a Stripe PaymentIntent)."),
     )
     # Running totals of the ledger's captures and refunds, written by
-    # payments.services.record_transaction in the same transaction as the
+    # payments.ledger.record_transaction in the same transaction as the
     # ledger row, under the order's row lock. They make the money checks and
     # the attention filter plain column comparisons on a large table.
     captured_amount = models.DecimalField(
@@ -305,7 +325,7 @@ class Order(ConcurrentTransitionMixin, models.Model):
             if totals:
                 raise UnsafeOrderSave(
                     f"Order {self.number}: {', '.join(sorted(totals))} change only with "
-                    "a ledger row (payments.services.record_transaction)."
+                    "a ledger row (payments.ledger.record_transaction)."
                 )
         super().save(*args, update_fields=update_fields, **kwargs)
 
@@ -318,6 +338,31 @@ class Order(ConcurrentTransitionMixin, models.Model):
             super().refresh_from_db(*args, **kwargs)
         finally:
             field.protected = True
+
+    def save_fields(self, *fields: str) -> None:
+        """
+        Save the named fields of an order the caller has locked.
+
+        Raise ConcurrentChange when the status changed since the order was
+        loaded (django-fsm's check), in a savepoint of its own: catching that
+        inside the caller's transaction would otherwise poison it.
+        """
+        from orders.exceptions import ConcurrentChange
+
+        try:
+            with transaction.atomic():
+                self.save(update_fields=list(fields))
+        except ConcurrentTransition as exc:
+            raise ConcurrentChange(
+                gettext(
+                    "Order %(number)s was changed by someone else at the same moment; try again."
+                )
+                % {"number": self.number}
+            ) from exc
+
+    def save_status(self) -> None:
+        """Save a transition's result; the caller holds the row lock."""
+        self.save_fields("status", "updated_at")
 
     # -- money -------------------------------------------------------------
 
@@ -415,31 +460,45 @@ class Order(ConcurrentTransitionMixin, models.Model):
 
     # -- transitions (gateway facts) ----------------------------------------
 
-    @transition(field=status, source=S.AWAITING_PAYMENT, target=S.AUTHORIZED)
+    @transition(
+        field=status, source=PaymentStatus.AWAITING_PAYMENT, target=PaymentStatus.AUTHORIZED
+    )
     def authorize(self) -> None:
         """The gateway holds the money."""
 
     @transition(
         field=status,
-        source=[S.AWAITING_PAYMENT, S.AUTHORIZED, S.PARTIALLY_PAID],
-        target=RETURN_VALUE(S.PAID, S.PARTIALLY_PAID, S.REFUNDED),
+        source=[
+            PaymentStatus.AWAITING_PAYMENT,
+            PaymentStatus.AUTHORIZED,
+            PaymentStatus.PARTIALLY_PAID,
+        ],
+        target=RETURN_VALUE(
+            PaymentStatus.PAID, PaymentStatus.PARTIALLY_PAID, PaymentStatus.REFUNDED
+        ),
     )
     def capture(self, *, net_paid: Decimal) -> str:
         """Money was captured; the status follows the net paid after it."""
         return self.status_for_net_paid(net_paid)
 
-    @transition(field=status, source=[S.AWAITING_PAYMENT, S.AUTHORIZED], target=S.DECLINED)
+    @transition(
+        field=status,
+        source=[PaymentStatus.AWAITING_PAYMENT, PaymentStatus.AUTHORIZED],
+        target=PaymentStatus.DECLINED,
+    )
     def decline(self) -> None:
         """The gateway refused the payment."""
 
-    @transition(field=status, source=S.AUTHORIZED, target=S.CANCELLED)
+    @transition(field=status, source=PaymentStatus.AUTHORIZED, target=PaymentStatus.CANCELLED)
     def void(self) -> None:
         """The authorization was released without a capture."""
 
     @transition(
         field=status,
-        source=[S.PAID, S.PARTIALLY_PAID],
-        target=RETURN_VALUE(S.PAID, S.PARTIALLY_PAID, S.REFUNDED),
+        source=[PaymentStatus.PAID, PaymentStatus.PARTIALLY_PAID],
+        target=RETURN_VALUE(
+            PaymentStatus.PAID, PaymentStatus.PARTIALLY_PAID, PaymentStatus.REFUNDED
+        ),
     )
     def refund(self, *, net_paid: Decimal) -> str:
         """Money went back; the status follows the net paid after it."""

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
-from orders.models import PaymentStatus as S
+from orders.models import PaymentStatus
 
 _USE_CANCELLED = _(
     "No money was captured for this order, so there is nothing to refund: "
@@ -20,12 +20,12 @@ _USE_CANCELLED = _(
 )
 
 BUILT_IN: dict[tuple[str, str], str] = {
-    (S.PAID, S.CANCELLED): _(
+    (PaymentStatus.PAID, PaymentStatus.CANCELLED): _(
         "Money was captured for this order: use Refunded instead of Cancelled, "
         "so the records show the money going back to the customer."
     ),
-    (S.AUTHORIZED, S.REFUNDED): _USE_CANCELLED,
-    (S.AWAITING_PAYMENT, S.REFUNDED): _USE_CANCELLED,
+    (PaymentStatus.AUTHORIZED, PaymentStatus.REFUNDED): _USE_CANCELLED,
+    (PaymentStatus.AWAITING_PAYMENT, PaymentStatus.REFUNDED): _USE_CANCELLED,
 }
 
 
@@ -37,11 +37,11 @@ def discouraged_transitions() -> dict[tuple[str, str], str]:
         if (
             not isinstance(key, tuple)
             or len(key) != 2
-            or any(status not in S.values for status in key)
+            or any(status not in PaymentStatus.values for status in key)
         ):
             raise ImproperlyConfigured(
                 "ORDERFLOW_DISCOURAGED_TRANSITIONS keys must be (old, new) pairs of "
-                f"payment statuses ({', '.join(S.values)}); got {key!r}."
+                f"payment statuses ({', '.join(PaymentStatus.values)}); got {key!r}."
             )
         if not str(why).strip():
             raise ImproperlyConfigured(

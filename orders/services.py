@@ -10,7 +10,7 @@ context (``orderflow.audit``).
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -18,40 +18,15 @@ from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django_fsm import ConcurrentTransition, has_transition_perm
+from django_fsm import has_transition_perm
 
 from orderflow.audit import Channel, audit_context, channel_or
-from orderflow.money import currency_exponent, decimals_of, money
-from orders.exceptions import AlreadyInStatus, ConcurrentChange, DiscouragedTransition, InvalidOrder
+from orderflow.money import InvalidAmount, parse_amount
+from orders.exceptions import AlreadyInStatus, DiscouragedTransition, InvalidOrder
 from orders.models import Order, PaymentStatus
 from orders.policy import discouraged_reason
 from payments.gateways.base import CheckoutOutcome, PaymentResult
 from payments.models import CaptureMode, PaymentMethod, TransactionKind
-
-
-def lock_order(order: Order | int) -> Order:
-    """Reload the order with its row locked until the surrounding transaction ends."""
-    pk = order.pk if isinstance(order, Order) else order
-    return Order.objects.select_for_update(of=("self",)).select_related("payment_method").get(pk=pk)
-
-
-def save_status(order: Order) -> None:
-    """Save a transition's result; the order must be locked by the caller."""
-    save_fields(order, ["status", "updated_at"])
-
-
-def save_fields(order: Order, fields: list[str]) -> None:
-    """Save the named fields of an order locked by the caller."""
-    try:
-        # Own savepoint: catching ConcurrentTransition in the caller's
-        # transaction would otherwise poison it.
-        with transaction.atomic():
-            order.save(update_fields=fields)
-    except ConcurrentTransition as exc:
-        raise ConcurrentChange(
-            _("Order %(number)s was changed by someone else at the same moment; try again.")
-            % {"number": order.number}
-        ) from exc
 
 
 def _validated_email(value: str) -> str:
@@ -66,24 +41,11 @@ def _validated_email(value: str) -> str:
     return value
 
 
-def parse_money(value: Any, *, what: str, currency: str) -> Decimal:
-    """Return ``value`` as a positive amount valid in ``currency``, or raise InvalidOrder."""
+def _amount(value: Any, *, what: str, currency: str) -> Decimal:
     try:
-        amount = Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        raise InvalidOrder(
-            _("%(what)s %(value)r is not a number.") % {"what": what, "value": value}
-        ) from None
-    if not amount.is_finite() or amount <= 0:
-        raise InvalidOrder(_("%(what)s must be greater than zero.") % {"what": what})
-    if decimals_of(amount) > currency_exponent(currency):
-        raise InvalidOrder(
-            _("%(what)s %(value)s has more decimals than %(currency)s allows.")
-            % {"what": what, "value": value, "currency": currency}
-        )
-    if amount >= Decimal("1e11"):
-        raise InvalidOrder(_("%(what)s is too large.") % {"what": what})
-    return money(amount)
+        return parse_amount(value, what=what, currency=currency)
+    except InvalidAmount as exc:
+        raise InvalidOrder(str(exc)) from None
 
 
 def _initial_status(method: PaymentMethod, initial: PaymentResult | None, total: Decimal) -> str:
@@ -133,7 +95,7 @@ def place_order(
     ledger. ``placed_at`` defaults to now (an import may give the real time).
     Raise InvalidOrder naming the problem when the data is wrong.
     """
-    from payments.services import record_transaction
+    from payments.ledger import record_transaction
 
     number = (number or "").strip()
     if not number:
@@ -143,7 +105,7 @@ def place_order(
         raise InvalidOrder(
             _("Currency %(currency)r is not a 3-letter ISO code.") % {"currency": currency}
         )
-    total = parse_money(total, what=_("The order total"), currency=currency)
+    total = _amount(total, what=_("The order total"), currency=currency)
     customer_email = _validated_email(customer_email)
     if isinstance(payment_method, str):
         try:
@@ -169,7 +131,7 @@ def place_order(
     reference = initial.reference.strip() if initial is not None else ""
     if money_kind is not None:
         amount = initial.amount if initial.amount is not None else total
-        amount = parse_money(amount, what=_("The checkout amount"), currency=currency)
+        amount = _amount(amount, what=_("The checkout amount"), currency=currency)
         if amount > total:
             raise InvalidOrder(
                 _("The checkout amount %(amount)s is more than the order total %(total)s.")
@@ -231,7 +193,7 @@ def update_order_details(order: Order, *, user: Any, customer_email: str) -> Ord
     wanted = {"customer_email": _validated_email(customer_email)}
 
     with transaction.atomic():
-        locked = lock_order(order)
+        locked = Order.objects.lock(order)
         changed = [name for name, value in wanted.items() if getattr(locked, name) != value]
         if not changed:
             return locked
@@ -241,7 +203,7 @@ def update_order_details(order: Order, *, user: Any, customer_email: str) -> Ord
         reason = _("Order details changed: %(fields)s.") % {"fields": labels}
         channel = channel_or(Channel.ADMIN if user is not None else Channel.SYSTEM)
         with audit_context(channel=channel, user=user, reason=reason):
-            save_fields(locked, [*changed, "updated_at"])
+            locked.save_fields(*changed, "updated_at")
     return locked
 
 
@@ -272,7 +234,7 @@ def override_status(
         raise InvalidOrder(_("A reason is required to change a status by hand."))
 
     with transaction.atomic():
-        locked = lock_order(order)
+        locked = Order.objects.lock(order)
         if user is not None and not has_transition_perm(locked.override, user):
             raise PermissionDenied(_("You are not allowed to override payment statuses."))
         old = locked.status
@@ -292,5 +254,5 @@ def override_status(
             }
         with audit_context(channel=channel_or(Channel.SYSTEM), user=user, reason=record):
             locked.override(new_status)
-            save_status(locked)
+            locked.save_status()
     return locked

@@ -255,7 +255,7 @@ def process_event(event: GatewayEvent) -> CallbackResponse:
             if gateway is None:
                 raise PaymentError(f"no gateway adapter {method.gateway!r}")
             parsed = gateway.parse(row.raw_body.encode("utf-8"))
-            if parsed.event is None:
+            if parsed.fact is None:
                 detail = parsed.ignore_reason or _(
                     "Event type %(type)s is not used by orderflow."
                 ) % {"type": row.event_type}
@@ -274,7 +274,7 @@ def process_event(event: GatewayEvent) -> CallbackResponse:
                     % {"order": order.number, "method": method.code}
                 )
             # apply_gateway_event saves the outcome and the attempt count together.
-            result = apply_gateway_event(order, parsed.event, inbox=row)
+            result = apply_gateway_event(order, parsed.fact, gateway_event=row)
     except (InvalidPaymentEvent, MalformedCallback) as exc:
         _mark_after_rollback(event, EventOutcome.REJECTED, str(exc))
         if event.outcome != EventOutcome.REJECTED:

@@ -2,7 +2,7 @@
 Check the orders' running totals against the ledger.
 
 ``Order.captured_amount`` and ``Order.refunded_amount`` are kept in step with
-the ledger by ``payments.services.record_transaction``. Any other write to
+the ledger by ``payments.ledger.record_transaction``. Any other write to
 them (a whole-row save of a stale order, a hand-edited row) makes the money
 checks and the attention filter read wrong numbers; this finds such orders.
 """

@@ -12,6 +12,7 @@ module keeps the rows; the services call the gateway and apply the answer.
 from __future__ import annotations
 
 import re
+import secrets
 from decimal import Decimal
 from typing import Any
 
@@ -28,6 +29,11 @@ from payments.gateways.base import OutboundRequest, OutboundResult
 from payments.models import PaymentRequest, PaymentTransaction, RequestStatus
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+
+
+def new_token() -> str:
+    """Return a token for one staff intent, to be issued with the form that submits it."""
+    return secrets.token_urlsafe(24)
 
 
 def clean_token(token: str) -> str:

@@ -10,7 +10,7 @@ import pytest
 
 from orders.models import Order, PaymentStatus
 from orders.services import place_order
-from payments.gateways import PaymentEvent
+from payments.gateways import MoneyFact
 from payments.models import CaptureMode, PaymentMethod, PaymentMethodKind
 from payments.services import apply_gateway_event
 
@@ -62,13 +62,13 @@ def online_method(db) -> PaymentMethod:
 
 
 def event(kind: str, amount: str | Decimal | None = None, reference: str | None = None):
-    return PaymentEvent(kind=kind, reference=reference or next_ref(kind), amount=amount)
+    return MoneyFact(kind=kind, reference=reference or next_ref(kind), amount=amount)
 
 
 def bring_to(order: Order, status: str, *, partial: Decimal | None = None) -> Order:
     """Move an awaiting online order to ``status`` the way a gateway would."""
     half = partial if partial is not None else (order.total / 2).quantize(Decimal("0.01"))
-    steps: dict[str, list[PaymentEvent]] = {
+    steps: dict[str, list[MoneyFact]] = {
         PaymentStatus.AWAITING_PAYMENT: [],
         PaymentStatus.AUTHORIZED: [event("authorized")],
         PaymentStatus.PARTIALLY_PAID: [event("captured", half)],

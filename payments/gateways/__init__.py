@@ -2,9 +2,9 @@
 
 from payments.gateways.base import (
     CheckoutOutcome,
-    EventKind,
-    PaymentEvent,
+    FactKind,
+    MoneyFact,
     PaymentResult,
 )
 
-__all__ = ["CheckoutOutcome", "EventKind", "PaymentEvent", "PaymentResult"]
+__all__ = ["CheckoutOutcome", "FactKind", "MoneyFact", "PaymentResult"]

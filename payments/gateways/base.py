@@ -29,7 +29,7 @@ class CheckoutOutcome(StrEnum):
     DECLINED = "declined"
 
 
-class EventKind(StrEnum):
+class FactKind(StrEnum):
     """A fact a gateway reports about an order's money."""
 
     AUTHORIZED = "authorized"
@@ -39,7 +39,7 @@ class EventKind(StrEnum):
     REFUNDED = "refunded"
 
 
-AMOUNT_REQUIRED = frozenset({EventKind.CAPTURED, EventKind.REFUNDED})
+AMOUNT_REQUIRED = frozenset({FactKind.CAPTURED, FactKind.REFUNDED})
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class PaymentResult:
 
 
 @dataclass(frozen=True)
-class PaymentEvent:
+class MoneyFact:
     """
     One money fact about an order, whichever channel reports it.
 
@@ -71,16 +71,16 @@ class PaymentEvent:
     fact idempotent. ``amount`` is required for captures and refunds.
     """
 
-    kind: EventKind | str
+    kind: FactKind | str
     reference: str
     amount: Decimal | None = None
     currency: str = ""
 
     def __post_init__(self) -> None:
         try:
-            object.__setattr__(self, "kind", EventKind(self.kind))
+            object.__setattr__(self, "kind", FactKind(self.kind))
         except ValueError:
-            allowed = ", ".join(k.value for k in EventKind)
+            allowed = ", ".join(k.value for k in FactKind)
             raise ValueError(f"Unknown event {self.kind!r}; expected one of: {allowed}.") from None
         if self.amount is not None:
             object.__setattr__(self, "amount", Decimal(str(self.amount)))
@@ -279,13 +279,13 @@ class ParsedCallback:
 
     event_id: str
     event_type: str
-    event: PaymentEvent | None
+    fact: MoneyFact | None
     """The money fact; None for an event type orderflow does not act on."""
     order_number: str = ""
     order_reference: str = ""
     """The gateway's id for the checkout, to find the order without a number."""
     ignore_reason: str = ""
-    """Why ``event`` is None, when the type is one orderflow knows."""
+    """Why ``fact`` is None, when the type is one orderflow knows."""
 
 
 # -- staff actions (outbound) ------------------------------------------------------

@@ -36,12 +36,12 @@ from payments.gateways.base import (
     MAX_EVENT_TYPE_LENGTH,
     MAX_ORDER_NUMBER_LENGTH,
     MAX_REFERENCE_LENGTH,
-    EventKind,
+    FactKind,
     MalformedCallback,
+    MoneyFact,
     OutboundRequest,
     OutboundResult,
     ParsedCallback,
-    PaymentEvent,
     SignatureError,
     check_signature_time,
     checked_text,
@@ -55,11 +55,11 @@ from payments.gateways.base import (
 SIGNATURE_HEADER = "X-Orderflow-Signature"
 
 EVENT_TYPES = {
-    "payment.authorized": EventKind.AUTHORIZED,
-    "payment.captured": EventKind.CAPTURED,
-    "payment.declined": EventKind.DECLINED,
-    "payment.voided": EventKind.VOIDED,
-    "payment.refunded": EventKind.REFUNDED,
+    "payment.authorized": FactKind.AUTHORIZED,
+    "payment.captured": FactKind.CAPTURED,
+    "payment.declined": FactKind.DECLINED,
+    "payment.voided": FactKind.VOIDED,
+    "payment.refunded": FactKind.REFUNDED,
 }
 MONEY_TYPES = {"payment.captured", "payment.refunded"}
 
@@ -149,14 +149,14 @@ class HmacGateway:
             max_length=MAX_REFERENCE_LENGTH,
             required=event_type in MONEY_TYPES,
         )
-        event = PaymentEvent(
+        fact = MoneyFact(
             kind=EVENT_TYPES[event_type],
             reference=transaction or event_id,
             amount=amount,
             currency=currency,
         )
         return ParsedCallback(
-            event_id=event_id, event_type=event_type, event=event, order_number=order_number
+            event_id=event_id, event_type=event_type, fact=fact, order_number=order_number
         )
 
     # -- outbound, simulated ----------------------------------------------------------

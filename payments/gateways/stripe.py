@@ -54,12 +54,12 @@ from payments.gateways.base import (
     MAX_EVENT_TYPE_LENGTH,
     MAX_ORDER_NUMBER_LENGTH,
     MAX_REFERENCE_LENGTH,
-    EventKind,
+    FactKind,
     MalformedCallback,
+    MoneyFact,
     OutboundRequest,
     OutboundResult,
     ParsedCallback,
-    PaymentEvent,
     SignatureError,
     check_signature_time,
     checked_text,
@@ -73,14 +73,14 @@ from payments.gateways.base import (
 SIGNATURE_HEADER = "Stripe-Signature"
 
 PAYMENT_INTENT_EVENTS = {
-    "payment_intent.amount_capturable_updated": EventKind.AUTHORIZED,
-    "payment_intent.succeeded": EventKind.CAPTURED,
-    "payment_intent.payment_failed": EventKind.DECLINED,
-    "payment_intent.canceled": EventKind.VOIDED,
+    "payment_intent.amount_capturable_updated": FactKind.AUTHORIZED,
+    "payment_intent.succeeded": FactKind.CAPTURED,
+    "payment_intent.payment_failed": FactKind.DECLINED,
+    "payment_intent.canceled": FactKind.VOIDED,
 }
 PAYMENT_INTENT_AMOUNT_FIELD = {
-    EventKind.AUTHORIZED: "amount_capturable",
-    EventKind.CAPTURED: "amount_received",
+    FactKind.AUTHORIZED: "amount_capturable",
+    FactKind.CAPTURED: "amount_received",
 }
 CHARGE_REFUNDED = "charge.refunded"
 REFUND_EVENTS = frozenset(
@@ -123,8 +123,8 @@ def _order_number(obj: Mapping[str, Any], where: str) -> str:
 
 
 def _payment_intent_fact(
-    kind: EventKind, obj: Mapping[str, Any], where: str
-) -> tuple[PaymentEvent | None, str]:
+    kind: FactKind, obj: Mapping[str, Any], where: str
+) -> tuple[MoneyFact | None, str]:
     """Return the fact and the PaymentIntent id of a ``payment_intent.*`` event."""
     intent_id = _text(obj, "id", where)
     currency = _currency(obj, where)
@@ -134,17 +134,17 @@ def _payment_intent_fact(
         value = obj.get(amount_field)
         if value is None:
             raise MalformedCallback(f"missing field: {where}{amount_field}")
-        if kind == EventKind.AUTHORIZED and value == 0:
+        if kind == FactKind.AUTHORIZED and value == 0:
             # Stripe also reports a hold going down to nothing: no authorization.
             return None, intent_id
         amount = minor_units_amount(value, currency, field=f"{where}{amount_field}")
-    event = PaymentEvent(kind=kind, reference=intent_id, amount=amount, currency=currency)
-    return event, intent_id
+    fact = MoneyFact(kind=kind, reference=intent_id, amount=amount, currency=currency)
+    return fact, intent_id
 
 
 def _refund_fact(
     refund: Mapping[str, Any], where: str, default_currency: str = ""
-) -> PaymentEvent | None:
+) -> MoneyFact | None:
     """Return the fact for one Stripe Refund object, or None when it moves no money."""
     status = _text(refund, "status", where)
     if status not in COUNTED_REFUND_STATUSES:
@@ -154,9 +154,7 @@ def _refund_fact(
     if not currency:
         raise MalformedCallback(f"missing field: {where}currency")
     amount = minor_units_amount(refund.get("amount"), currency, field=f"{where}amount")
-    return PaymentEvent(
-        kind=EventKind.REFUNDED, reference=refund_id, amount=amount, currency=currency
-    )
+    return MoneyFact(kind=FactKind.REFUNDED, reference=refund_id, amount=amount, currency=currency)
 
 
 def _latest_counted_refund(charge: Mapping[str, Any], where: str) -> Mapping[str, Any] | None:
@@ -232,7 +230,7 @@ class StripeGateway:
             or event_type in REFUND_EVENTS
         )
         if not handled:
-            return ParsedCallback(event_id=event_id, event_type=event_type, event=None)
+            return ParsedCallback(event_id=event_id, event_type=event_type, fact=None)
         payload = data.get("data")
         obj = payload.get("object") if isinstance(payload, dict) else None
         if not isinstance(obj, dict):
@@ -240,27 +238,27 @@ class StripeGateway:
         where = "data.object."
 
         if event_type in PAYMENT_INTENT_EVENTS:
-            event, intent_id = _payment_intent_fact(PAYMENT_INTENT_EVENTS[event_type], obj, where)
+            fact, intent_id = _payment_intent_fact(PAYMENT_INTENT_EVENTS[event_type], obj, where)
         else:
             intent_id = _optional_text(obj, "payment_intent", where)
             if event_type == CHARGE_REFUNDED:
                 charge_currency = _currency(obj, where)
                 refund = _latest_counted_refund(obj, where)
-                event = (
+                fact = (
                     _refund_fact(refund, f"{where}refunds.data[].", charge_currency)
                     if refund is not None
                     else None
                 )
             else:
-                event = _refund_fact(obj, where)
+                fact = _refund_fact(obj, where)
         return ParsedCallback(
             event_id=event_id,
             event_type=event_type,
-            event=event,
+            fact=fact,
             order_number=_order_number(obj, where),
             order_reference=intent_id,
             ignore_reason=""
-            if event is not None
+            if fact is not None
             else "Nothing to record: no succeeded or pending refund, or no amount on hold.",
         )
 

@@ -85,7 +85,12 @@ def test_double_clicked_refund_moves_money_once(make_order, gateway_calls):
     token = new_request_token()  # issued with the form; both clicks submit it
 
     results = run_together(
-        *[lambda: refund_payment(order, "10.00", user=None, reason="double click", token=token)] * 2
+        *[
+            lambda: refund_payment(
+                order, amount="10.00", user=None, reason="double click", token=token
+            )
+        ]
+        * 2
     )
 
     assert [r.outcome for r in results if not isinstance(r, Exception)] == ["applied"]

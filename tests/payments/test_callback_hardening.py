@@ -24,6 +24,7 @@ from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
+from orders.models import Order
 from orders.models import PaymentStatus as S
 from payments.gateways.hmac import SIGNATURE_HEADER, build_body, sign
 from payments.inbox import acknowledge_events, receive_callback, storable_text
@@ -299,11 +300,10 @@ def test_signed_odd_stripe_body_is_stored_and_answered_400(stripe_method, mutate
 
 
 def test_failed_event_flags_its_order_until_replayed(client, make_order, monkeypatch):
-    import payments.services
 
     order = make_order(S.AUTHORIZED)
-    real = payments.services.save_status
-    monkeypatch.setattr(payments.services, "save_status", lambda o: 1 / 0)
+    real = Order.save_status
+    monkeypatch.setattr(Order, "save_status", lambda o: 1 / 0)
 
     assert post(
         client, body_for(order.number, "payment.captured", amount="100.00")
@@ -312,7 +312,7 @@ def test_failed_event_flags_its_order_until_replayed(client, make_order, monkeyp
     order.refresh_from_db()
     assert order.needs_attention
     assert any("failed to process" in reason for reason in order.attention_reasons)
-    monkeypatch.setattr(payments.services, "save_status", real)
+    monkeypatch.setattr(Order, "save_status", real)
     replay_gateway_event(GatewayEvent.objects.get())
     order.refresh_from_db()
     assert (order.status, order.needs_attention) == (S.PAID, False)
@@ -499,10 +499,9 @@ def test_body_over_the_size_limit_is_413_and_not_counted(client, online_method, 
 
 
 def test_replay_command_reports_events_that_still_fail(client, make_order, monkeypatch):
-    import payments.services
 
     order = make_order(S.AUTHORIZED)
-    monkeypatch.setattr(payments.services, "save_status", lambda o: 1 / 0)
+    monkeypatch.setattr(Order, "save_status", lambda o: 1 / 0)
     post(client, body_for(order.number, "payment.captured", amount="100.00"))
 
     with pytest.raises(CommandError, match="still failed"):

@@ -8,6 +8,7 @@ import pytest
 from django.db import DatabaseError
 from django.urls import reverse
 
+from orders.models import Order
 from orders.models import PaymentStatus as S
 from payments.exceptions import PaymentError
 from payments.models import EventOutcome, GatewayEvent, PaymentMethod, PaymentTransaction
@@ -244,16 +245,15 @@ def test_get_is_not_allowed(client, online_method):
 
 
 def test_processing_crash_is_500_kept_as_failed_and_replayed_once(client, make_order, monkeypatch):
-    import payments.services
 
     order = make_order(S.AUTHORIZED)
     body = body_for(order.number, "payment.captured", amount="100.00", transaction="tx_boom")
-    real_save_status = payments.services.save_status
+    real_save_status = Order.save_status
 
-    def broken(order):
+    def broken(self):
         raise DatabaseError("disk I/O error")
 
-    monkeypatch.setattr(payments.services, "save_status", broken)
+    monkeypatch.setattr(Order, "save_status", broken)
     response = post(client, body)
 
     assert response.status_code == 500
@@ -268,7 +268,7 @@ def test_processing_crash_is_500_kept_as_failed_and_replayed_once(client, make_o
     assert order.captured_amount == 0
     assert not PaymentTransaction.objects.filter(order=order, kind="capture").exists()
 
-    monkeypatch.setattr(payments.services, "save_status", real_save_status)
+    monkeypatch.setattr(Order, "save_status", real_save_status)
     assert replay_gateway_event(event).body == {"status": "applied", "order_status": "paid"}
     with pytest.raises(PaymentError, match="only failed or unmatched"):
         replay_gateway_event(GatewayEvent.objects.get(pk=event.pk))
@@ -330,7 +330,6 @@ def test_refund_before_its_capture_is_recorded_when_the_capture_arrives(client, 
 
 
 def test_logs_never_contain_the_secret_or_the_signature(client, make_order, caplog, monkeypatch):
-    import payments.services
     from payments.gateways.hmac import sign
 
     caplog.set_level(logging.DEBUG)
@@ -345,7 +344,7 @@ def test_logs_never_contain_the_secret_or_the_signature(client, make_order, capl
         signatures.append(header.split("v1=")[1])
         post(client, body, header=header)
     other = make_order(S.AUTHORIZED)
-    monkeypatch.setattr(payments.services, "save_status", lambda o: 1 / 0)
+    monkeypatch.setattr(Order, "save_status", lambda o: 1 / 0)
     header = sign(body_for(other.number, "payment.captured", amount="100.00"), SECRET)
     post(client, body_for(other.number, "payment.captured", amount="100.00"), header=header)
 

@@ -10,7 +10,7 @@ from orders.models import Order
 from orders.models import PaymentStatus as S
 from orders.services import override_status
 from payments.exceptions import InvalidPaymentEvent
-from payments.gateways import PaymentEvent
+from payments.gateways import MoneyFact
 from payments.models import (
     EventOutcome,
     GatewayEvent,
@@ -78,8 +78,8 @@ def test_same_reference_twice_counts_once(make_order):
 def test_one_reference_may_serve_authorization_and_capture(make_order):
     order = make_order(S.AWAITING_PAYMENT)
 
-    apply_gateway_event(order, PaymentEvent("authorized", "pi_1"))
-    result = apply_gateway_event(order, PaymentEvent("captured", "pi_1", amount="100.00"))
+    apply_gateway_event(order, MoneyFact("authorized", "pi_1"))
+    result = apply_gateway_event(order, MoneyFact("captured", "pi_1", amount="100.00"))
 
     assert result.outcome == EventOutcome.APPLIED
     assert result.order.status == S.PAID
@@ -141,11 +141,11 @@ def test_ledger_rows_cannot_be_changed_or_deleted(make_order):
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        (PaymentEvent("captured", "", amount="1.00"), "reference"),
-        (PaymentEvent("captured", "r"), "needs an amount"),
-        (PaymentEvent("refunded", "r", amount="-1"), "greater than zero"),
-        (PaymentEvent("captured", "r", amount="1.005"), "more decimals than USD allows"),
-        (PaymentEvent("captured", "r", amount="1.00", currency="EUR"), "not the order's currency"),
+        (MoneyFact("captured", "", amount="1.00"), "reference"),
+        (MoneyFact("captured", "r"), "needs an amount"),
+        (MoneyFact("refunded", "r", amount="-1"), "greater than zero"),
+        (MoneyFact("captured", "r", amount="1.005"), "more decimals than USD allows"),
+        (MoneyFact("captured", "r", amount="1.00", currency="EUR"), "not the order's currency"),
     ],
 )
 def test_malformed_fact_is_refused_and_nothing_written(make_order, bad, message):

@@ -19,9 +19,10 @@ from orders.exceptions import AlreadyInStatus
 from orders.models import Order
 from orders.models import PaymentStatus as S
 from orders.services import override_status, place_order
-from payments.gateways import PaymentEvent
+from payments.facts import LEDGER_KIND
+from payments.gateways import MoneyFact
 from payments.models import EventOutcome, GatewayEvent, PaymentTransaction, TransactionKind
-from payments.services import LEDGER_KIND, apply_gateway_event
+from payments.services import apply_gateway_event
 from tests.factories import next_number, next_ref
 
 IN_CI = os.environ.get("CI") == "true"
@@ -46,11 +47,11 @@ class PaymentWorkflow(RuleBasedStateMachine):
         )
         self.captured = Decimal("0.00")
         self.refunded = Decimal("0.00")
-        self.references: list[PaymentEvent] = []
+        self.references: list[MoneyFact] = []
         self.waiting: dict[str, Decimal] = {}  # refunds reported before the money
         self.overridden = False
 
-    def apply(self, fact: PaymentEvent):
+    def apply(self, fact: MoneyFact):
         result = apply_gateway_event(self.order, fact)
         self.order = result.order
         recorded = result.outcome != EventOutcome.DUPLICATE and result.transaction is not None
@@ -73,17 +74,17 @@ class PaymentWorkflow(RuleBasedStateMachine):
 
     @rule(amount=cents)
     def capture(self, amount):
-        self.apply(PaymentEvent("captured", next_ref("cap"), amount))
+        self.apply(MoneyFact("captured", next_ref("cap"), amount))
 
     @rule(amount=cents)
     def refund(self, amount):
-        result = self.apply(PaymentEvent("refunded", next_ref("ref"), amount))
+        result = self.apply(MoneyFact("refunded", next_ref("ref"), amount))
         if amount > self.captured - self.refunded + (amount if result.transaction else 0):
             assert result.transaction is None
 
     @rule(kind=st.sampled_from(["authorized", "declined", "voided"]))
     def status_event(self, kind):
-        self.apply(PaymentEvent(kind, next_ref(kind)))
+        self.apply(MoneyFact(kind, next_ref(kind)))
 
     @rule(data=st.data())
     def replay(self, data):

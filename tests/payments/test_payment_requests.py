@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 import payments.services
+import payments.staff_actions
 from orders.models import Order
 from orders.models import PaymentStatus as S
 from payments.exceptions import (
@@ -68,7 +69,7 @@ def backdate(request: PaymentRequest, minutes: int) -> None:
 @pytest.fixture
 def apply_crashes_once(monkeypatch):
     """The process dies after the gateway answered, before the ledger write."""
-    original = payments.services.apply_gateway_event
+    original = payments.staff_actions.apply_fact
     crashes = []
 
     def crash_once(*args, **kwargs):
@@ -77,7 +78,7 @@ def apply_crashes_once(monkeypatch):
             raise RuntimeError("worker killed")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(payments.services, "apply_gateway_event", crash_once)
+    monkeypatch.setattr(payments.staff_actions, "apply_fact", crash_once)
     return crashes
 
 
@@ -106,7 +107,7 @@ ACTIONS = {
     "void": (S.AUTHORIZED, lambda order, **kw: void_payment(order, user=None, **kw)),
     "refund": (
         S.PAID,
-        lambda order, **kw: refund_payment(order, "10.00", user=None, reason="x", **kw),
+        lambda order, **kw: refund_payment(order, amount="10.00", user=None, reason="x", **kw),
     ),
 }
 
@@ -139,13 +140,13 @@ def test_reused_token_after_completion_never_calls_the_gateway_again(
 def test_reused_token_is_recognised_after_the_order_moved_on(make_order, gateway_calls):
     order = make_order(S.PAID)
     token = new_request_token()
-    refund_payment(order, "10.00", user=None, reason="damaged", token=token)
+    refund_payment(order, amount="10.00", user=None, reason="damaged", token=token)
     refund_payment(order, user=None, reason="returned the rest")
     assert reload(order).status == S.REFUNDED
 
     # The form of the first refund, sent again: not "a refunded order cannot be refunded".
     with pytest.raises(RequestAlreadySubmitted, match="already submitted"):
-        refund_payment(order, "10.00", user=None, reason="damaged", token=token)
+        refund_payment(order, amount="10.00", user=None, reason="damaged", token=token)
     with pytest.raises(RequestAlreadySubmitted):
         refund_payment(order, user=None, reason="damaged", token=token)
 
@@ -154,22 +155,22 @@ def test_reused_token_is_recognised_after_the_order_moved_on(make_order, gateway
 
 
 def refund_elsewhere(first, paid, authorized, token):
-    return refund_payment(paid, "10.00", user=None, reason="x", token=token)
+    return refund_payment(paid, amount="10.00", user=None, reason="x", token=token)
 
 
 def refund_another_amount(first, paid, authorized, token):
-    return refund_payment(first, "20.00", user=None, reason="x", token=token)
+    return refund_payment(first, amount="20.00", user=None, reason="x", token=token)
 
 
 def capture_instead(first, paid, authorized, token):
-    return capture_payment(authorized, "10.00", user=None, token=token)
+    return capture_payment(authorized, amount="10.00", user=None, token=token)
 
 
 @pytest.mark.parametrize("reuse", [refund_another_amount, refund_elsewhere, capture_instead])
 def test_token_reused_for_another_request_is_refused(make_order, gateway_calls, reuse):
     first, paid, authorized = make_order(S.PAID), make_order(S.PAID), make_order(S.AUTHORIZED)
     token = new_request_token()
-    refund_payment(first, "10.00", user=None, reason="x", token=token)
+    refund_payment(first, amount="10.00", user=None, reason="x", token=token)
 
     with pytest.raises(PaymentError, match="already used for another request") as caught:
         reuse(first, paid, authorized, token)
@@ -185,7 +186,7 @@ def test_token_reused_for_another_request_is_refused(make_order, gateway_calls, 
 @pytest.mark.parametrize("token", ["", "short", "x" * 65, "spaces are not ok here", 42])
 def test_malformed_token_is_refused_before_anything_is_recorded(make_order, gateway_calls, token):
     with pytest.raises(PaymentError, match="token is not valid"):
-        refund_payment(make_order(S.PAID), "10.00", user=None, reason="x", token=token)
+        refund_payment(make_order(S.PAID), amount="10.00", user=None, reason="x", token=token)
 
     assert gateway_calls.calls == []
     assert not PaymentRequest.objects.exists()
@@ -194,8 +195,8 @@ def test_malformed_token_is_refused_before_anything_is_recorded(make_order, gate
 def test_each_call_without_a_token_is_a_new_intent(make_order, gateway_calls):
     order = make_order(S.PAID)
 
-    refund_payment(order, "10.00", user=None, reason="x")
-    refund_payment(order, "10.00", user=None, reason="x")
+    refund_payment(order, amount="10.00", user=None, reason="x")
+    refund_payment(order, amount="10.00", user=None, reason="x")
 
     keys = gateway_calls.keys("refund")
     assert len(set(keys)) == 2
@@ -215,7 +216,7 @@ def test_gateway_refusal_fails_the_request_and_a_new_token_can_retry(
         override_settings(ORDERFLOW_HMAC_SIMULATED_OUTCOME="decline"),
         pytest.raises(GatewayError, match="declined"),
     ):
-        refund_payment(order, "10.00", user=cashier, reason="x", token=token)
+        refund_payment(order, amount="10.00", user=cashier, reason="x", token=token)
 
     failed = PaymentRequest.objects.get(token=token)
     assert failed.status == RequestStatus.FAILED
@@ -226,7 +227,7 @@ def test_gateway_refusal_fails_the_request_and_a_new_token_can_retry(
     assert refunds(order) == []
     # The same form again is told it failed, and nothing is sent.
     with pytest.raises(RequestAlreadySubmitted, match="it failed: The test gateway declined"):
-        refund_payment(order, "10.00", user=cashier, reason="x", token=token)
+        refund_payment(order, amount="10.00", user=cashier, reason="x", token=token)
     assert len(gateway_calls.calls) == 1
 
     retry = refund_payment(order, user=cashier, reason="x", token=new_request_token())
@@ -258,7 +259,7 @@ def test_request_is_committed_before_the_gateway_is_called(make_order, monkeypat
 
     monkeypatch.setattr(HmacGateway, "refund", refund)
 
-    refund_payment(order, "10.00", user=None, reason="x", token=token)
+    refund_payment(order, amount="10.00", user=None, reason="x", token=token)
 
     assert seen == {"open transaction": False, "other": [{"status": RequestStatus.PENDING}]}
     assert PaymentRequest.objects.get(token=token).status == RequestStatus.SUCCEEDED
@@ -267,7 +268,7 @@ def test_request_is_committed_before_the_gateway_is_called(make_order, monkeypat
 def test_succeeded_request_names_its_ledger_entry_and_answer(make_order, cashier):
     order = make_order(S.PAID)
 
-    result = refund_payment(order, "10.00", user=cashier, reason="damaged box")
+    result = refund_payment(order, amount="10.00", user=cashier, reason="damaged box")
 
     request = PaymentRequest.objects.get(order=order)
     assert request.status == RequestStatus.SUCCEEDED
@@ -294,7 +295,7 @@ def test_answer_without_a_reference_keeps_the_request_pending(make_order, monkey
     )
 
     with pytest.raises(InvalidPaymentEvent, match="no reference"):
-        refund_payment(order, "10.00", user=None, reason="x")
+        refund_payment(order, amount="10.00", user=None, reason="x")
 
     request = PaymentRequest.objects.get()
     assert (request.status, request.answered_at) == (RequestStatus.PENDING, None)
@@ -310,10 +311,10 @@ def test_money_in_flight_is_not_offered_to_another_request(
 ):
     order = make_order(S.PAID)
     with pytest.raises(RuntimeError):
-        refund_payment(order, "60.00", user=None, reason="first")
+        refund_payment(order, amount="60.00", user=None, reason="first")
 
     with pytest.raises(PaymentError, match=r"60\.00 USD of order .* is already being refunded"):
-        refund_payment(order, "50.00", user=None, reason="second")
+        refund_payment(order, amount="50.00", user=None, reason="second")
     rest = refund_payment(order, user=None, reason="the rest")
 
     assert rest.transaction.amount == Decimal("40.00")
@@ -349,7 +350,7 @@ def test_crash_after_the_answer_is_recovered_from_the_stored_answer(
     token = new_request_token()
 
     with pytest.raises(RuntimeError, match="worker killed"):
-        refund_payment(order, "10.00", user=None, reason="damaged box", token=token)
+        refund_payment(order, amount="10.00", user=None, reason="damaged box", token=token)
 
     request = PaymentRequest.objects.get(token=token)
     assert request.status == RequestStatus.PENDING
@@ -358,7 +359,7 @@ def test_crash_after_the_answer_is_recovered_from_the_stored_answer(
     assert request.answered_at is not None
     assert refunds(order) == []
     with pytest.raises(RequestAlreadySubmitted, match="still in progress"):
-        refund_payment(order, "10.00", user=None, reason="damaged box", token=token)
+        refund_payment(order, amount="10.00", user=None, reason="damaged box", token=token)
 
     summary = recover_payment_requests(older_than=timedelta(0))
 
@@ -390,7 +391,7 @@ def test_crash_before_the_answer_is_stored_asks_again_with_the_same_key(
     token = new_request_token()
 
     with pytest.raises(ConnectionResetError):
-        refund_payment(order, "10.00", user=None, reason="damaged box", token=token)
+        refund_payment(order, amount="10.00", user=None, reason="damaged box", token=token)
 
     request = PaymentRequest.objects.get(token=token)
     assert (request.status, request.answered_at) == (RequestStatus.PENDING, None)
@@ -413,7 +414,7 @@ def test_gateway_callback_for_a_recovered_refund_is_a_duplicate(
 ):
     order = make_order(S.PAID)
     with pytest.raises(RuntimeError):
-        refund_payment(order, "10.00", user=None, reason="x")
+        refund_payment(order, amount="10.00", user=None, reason="x")
     reference = PaymentRequest.objects.get().answer_reference
     recover_payment_requests(older_than=timedelta(0))
 
@@ -426,7 +427,7 @@ def test_gateway_callback_for_a_recovered_refund_is_a_duplicate(
 def test_recovery_leaves_requests_that_may_still_be_in_flight_alone(make_order, apply_crashes_once):
     order = make_order(S.PAID)
     with pytest.raises(RuntimeError):
-        refund_payment(order, "10.00", user=None, reason="x")
+        refund_payment(order, amount="10.00", user=None, reason="x")
     request = PaymentRequest.objects.get()
 
     assert recover_payment_requests(older_than=timedelta(minutes=5)).requests == ()
@@ -444,7 +445,7 @@ def test_recovery_never_resends_a_request_older_than_the_gateway_keeps_keys(
 ):
     order = make_order(S.PAID)
     with pytest.raises(ConnectionResetError):
-        refund_payment(order, "10.00", user=None, reason="x")
+        refund_payment(order, amount="10.00", user=None, reason="x")
     backdate(PaymentRequest.objects.get(), minutes=2 * 24 * 60)
 
     summary = recover_payment_requests(older_than=timedelta(minutes=5))
@@ -460,7 +461,7 @@ def test_recovery_fails_a_request_the_gateway_refuses_when_asked_again(
 ):
     order = make_order(S.PAID)
     with pytest.raises(ConnectionResetError):
-        refund_payment(order, "10.00", user=None, reason="x")
+        refund_payment(order, amount="10.00", user=None, reason="x")
 
     with override_settings(ORDERFLOW_HMAC_SIMULATED_OUTCOME="decline"):
         summary = recover_payment_requests(older_than=timedelta(0))
@@ -478,7 +479,7 @@ def test_recover_command_dry_run_then_recovers_and_exits_zero(
 ):
     order = make_order(S.PAID)
     with pytest.raises(RuntimeError):
-        refund_payment(order, "10.00", user=None, reason="damaged box")
+        refund_payment(order, amount="10.00", user=None, reason="damaged box")
     request = PaymentRequest.objects.get()
     backdate(request, minutes=10)
 
@@ -508,7 +509,7 @@ def test_recover_command_exits_non_zero_while_a_request_stays_pending(make_order
 
     monkeypatch.setattr(HmacGateway, "refund", unreachable)
     with pytest.raises(ConnectionRefusedError):
-        refund_payment(order, "10.00", user=None, reason="x")
+        refund_payment(order, amount="10.00", user=None, reason="x")
     backdate(PaymentRequest.objects.get(), minutes=10)
 
     with pytest.raises(CommandError, match=r"1 payment request.* still pending"):
@@ -521,7 +522,7 @@ def test_recover_command_exits_non_zero_while_a_request_stays_pending(make_order
 
 def test_recover_command_default_age_and_bad_ages(make_order, apply_crashes_once):
     with pytest.raises(RuntimeError):
-        refund_payment(make_order(S.PAID), "10.00", user=None, reason="x")
+        refund_payment(make_order(S.PAID), amount="10.00", user=None, reason="x")
 
     assert run("recover_payment_requests") == "No payment requests to recover.\n"
     assert "would record" in run("recover_payment_requests", "--older-than", "0m", "--dry-run")
@@ -534,7 +535,7 @@ def test_recover_command_default_age_and_bad_ages(make_order, apply_crashes_once
 
 def test_database_keeps_tokens_unique_and_amounts_positive(make_order):
     order = make_order(S.PAID)
-    refund_payment(order, "10.00", user=None, reason="x")
+    refund_payment(order, amount="10.00", user=None, reason="x")
     request = PaymentRequest.objects.get()
 
     def copy(**changes):
@@ -558,7 +559,7 @@ def test_database_keeps_tokens_unique_and_amounts_positive(make_order):
 
 
 def test_requests_are_only_updated_field_by_field_and_never_deleted(make_order):
-    refund_payment(make_order(S.PAID), "10.00", user=None, reason="x")
+    refund_payment(make_order(S.PAID), amount="10.00", user=None, reason="x")
     request = PaymentRequest.objects.get()
 
     with pytest.raises(RecordIsAppendOnly):
@@ -571,8 +572,8 @@ def test_admin_lists_requests_read_only(client, admin_user, make_order, apply_cr
     done = make_order(S.PAID)
     stuck = make_order(S.PAID)
     with pytest.raises(RuntimeError):
-        refund_payment(stuck, "10.00", user=None, reason="x")
-    refund_payment(done, "10.00", user=None, reason="x")
+        refund_payment(stuck, amount="10.00", user=None, reason="x")
+    refund_payment(done, amount="10.00", user=None, reason="x")
     pending = PaymentRequest.objects.get(order=stuck)
     client.force_login(admin_user)
     url = reverse("admin:payments_paymentrequest_changelist")

@@ -32,7 +32,7 @@ def test_same_token_clicked_from_racing_threads_moves_money_once(make_order, gat
     token = new_request_token()
 
     def click():
-        return refund_payment(order, "10.00", user=None, reason="double click", token=token)
+        return refund_payment(order, amount="10.00", user=None, reason="double click", token=token)
 
     done, refused = split(run_together(*[click] * clicks))
 
@@ -67,7 +67,7 @@ def test_two_intents_racing_for_the_whole_balance_move_it_once(make_order, gatew
     results = run_together(
         *[
             lambda amount=amount: refund_payment(
-                order, amount, user=None, reason="two staff", token=new_request_token()
+                order, amount=amount, user=None, reason="two staff", token=new_request_token()
             )
             for amount in amounts
         ]

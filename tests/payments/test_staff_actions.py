@@ -42,7 +42,7 @@ def test_capture_defaults_to_what_is_left_and_records_the_reference(make_order, 
 def test_partial_capture_then_the_rest(make_order, cashier):
     order = make_order(S.AUTHORIZED)
 
-    first = capture_payment(order, "40.00", user=cashier)
+    first = capture_payment(order, amount="40.00", user=cashier)
     second = capture_payment(order, user=cashier)
 
     assert first.order.status == S.PARTIALLY_PAID
@@ -55,7 +55,7 @@ def test_capture_refuses_bad_amounts(make_order, cashier, amount):
     order = make_order(S.AUTHORIZED)
 
     with pytest.raises(PaymentError):
-        capture_payment(order, amount, user=cashier)
+        capture_payment(order, amount=amount, user=cashier)
     assert ledger(order, TransactionKind.CAPTURE) == []
 
 
@@ -79,7 +79,7 @@ def test_void_refuses_a_paid_order(make_order, cashier):
 def test_full_and_partial_refunds(make_order, cashier):
     order = make_order(S.PAID)
 
-    partial = refund_payment(order, "30.00", user=cashier, reason="damaged box")
+    partial = refund_payment(order, amount="30.00", user=cashier, reason="damaged box")
     rest = refund_payment(order, user=cashier, reason="returned")
 
     assert partial.order.status == S.PARTIALLY_PAID
@@ -93,10 +93,10 @@ def test_full_and_partial_refunds(make_order, cashier):
 
 def test_refund_beyond_the_balance_is_refused(make_order, cashier):
     order = make_order(S.PAID)
-    refund_payment(order, "90.00", user=cashier, reason="x")
+    refund_payment(order, amount="90.00", user=cashier, reason="x")
 
     with pytest.raises(PaymentError, match=r"more than the 10\.00 USD that can be refunded"):
-        refund_payment(order, "10.01", user=cashier, reason="x")
+        refund_payment(order, amount="10.01", user=cashier, reason="x")
     assert ledger(order, TransactionKind.REFUND) == [Decimal("90.000")]
 
 
@@ -115,7 +115,7 @@ def test_partial_refund_where_only_full_refunds_are_supported(make_order, cashie
     order = make_order(S.PAID, method=method)
 
     with pytest.raises(PaymentError, match="only refunds the whole balance"):
-        refund_payment(order, "10.00", user=cashier, reason="x")
+        refund_payment(order, amount="10.00", user=cashier, reason="x")
     assert refund_payment(order, user=cashier, reason="x").order.status == S.REFUNDED
 
 
@@ -153,7 +153,7 @@ def test_gateway_refusal_records_nothing(make_order, cashier, outcome):
         override_settings(ORDERFLOW_HMAC_SIMULATED_OUTCOME=outcome),
         pytest.raises(GatewayError),
     ):
-        refund_payment(order, "10.00", user=cashier, reason="x")
+        refund_payment(order, amount="10.00", user=cashier, reason="x")
 
     order.refresh_from_db()
     assert order.refunded_amount == 0

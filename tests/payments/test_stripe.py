@@ -610,7 +610,9 @@ def test_refund_in_a_zero_decimal_currency(client, method):
 def test_staff_refund_then_stripe_callback_counts_once(client, method, stripe_api):
     order = paid_order(method)
 
-    result = refund_payment(order, Decimal("25.00"), user=None, reason="Customer returned a mug")
+    result = refund_payment(
+        order, amount=Decimal("25.00"), user=None, reason="Customer returned a mug"
+    )
 
     [sent] = stripe_api.sent
     assert (sent.method, sent.path) == ("post", "/v1/refunds")
@@ -749,7 +751,7 @@ def test_unanswered_refund_stays_pending_and_is_asked_again_with_its_key(method,
         stripe_api.failure = (500, {"error": {"type": "api_error", "message": "Unknown."}})
 
     with pytest.raises(GatewayNoAnswer, match="may have gone through"):
-        refund_payment(order, Decimal("25.00"), user=None, reason="Customer returned a mug")
+        refund_payment(order, amount=Decimal("25.00"), user=None, reason="Customer returned a mug")
 
     request = PaymentRequest.objects.get(order=order)
     assert request.status == RequestStatus.PENDING
@@ -757,7 +759,7 @@ def test_unanswered_refund_stays_pending_and_is_asked_again_with_its_key(method,
     assert ledger(order, TransactionKind.REFUND) == []
     # Not a refusal: the 25.00 may be on its way back, so it is not offered again.
     with pytest.raises(PaymentError, match="already being refunded"):
-        refund_payment(order, Decimal("100.00"), user=None, reason="Everything")
+        refund_payment(order, amount=Decimal("100.00"), user=None, reason="Everything")
 
     stripe_api.unreachable = False
     stripe_api.failure = None
@@ -944,10 +946,10 @@ def test_no_secret_or_signature_reaches_the_logs(client, method, stripe_api, cap
     assert send(good, sign(good, secret="whsec_wrong")).status_code == 401
     assert send(good, sign(good, timestamp=int(time.time()) - 3600)).status_code == 401  # stale
     assert send(b"[]", sign(b"[]")).status_code == 400
-    refund_payment(order, Decimal("5.00"), user=None, reason="Goodwill")
+    refund_payment(order, amount=Decimal("5.00"), user=None, reason="Goodwill")
     stripe_api.failure = (402, {"error": {"type": "card_error", "message": "Declined."}})
     with pytest.raises(GatewayError):
-        refund_payment(order, Decimal("5.00"), user=None, reason="Goodwill")
+        refund_payment(order, amount=Decimal("5.00"), user=None, reason="Goodwill")
 
     formatter = logging.Formatter("%(name)s %(message)s")
     logged = "\n".join(f"{formatter.format(r)} {r.args!r}" for r in caplog.records)

@@ -28,7 +28,7 @@ from django.utils import timezone
 from orderflow.audit import Channel, audit_context
 from orders.models import Order, PaymentStatus
 from orders.services import override_status, place_order
-from payments.gateways import CheckoutOutcome, EventKind, PaymentEvent, PaymentResult
+from payments.gateways import CheckoutOutcome, FactKind, MoneyFact, PaymentResult
 from payments.gateways.hmac import SIGNATURE_HEADER, build_body, sign
 from payments.inbox import receive_callback
 from payments.models import CaptureMode, PaymentMethod, PaymentMethodKind
@@ -248,7 +248,7 @@ class DemoOrders:
         reference = gateway_reference(plan, step)
         with audit_context(channel=Channel.GATEWAY, user=None, reason=""):
             if method.gateway != "hmac":
-                event = PaymentEvent(kind, reference, amount)
+                event = MoneyFact(kind, reference, amount)
                 return apply_gateway_event(order, event).order
             # The built-in gateway's callbacks go through the real inbox, signed
             # as the gateway would sign them, so the demo shows stored events.
@@ -275,7 +275,7 @@ class DemoOrders:
         # The cheque or transfer number is the reference: recording it twice
         # counts it once.
         prefix = "CHK" if plan.method == "check" else "WIRE"
-        event = PaymentEvent(EventKind.CAPTURED, f"{prefix}-{plan.number}", amount)
+        event = MoneyFact(FactKind.CAPTURED, f"{prefix}-{plan.number}", amount)
         with audit_context(channel=Channel.ADMIN, user=self.staff_user, reason=reason):
             return apply_gateway_event(order, event, user=self.staff_user).order
 
@@ -300,7 +300,7 @@ class DemoOrders:
         if self.methods[plan.method].capture_mode == CaptureMode.SALE:
             return self.checkout(plan, CheckoutOutcome.CAPTURED, plan.total)
         order = self.checkout(plan, CheckoutOutcome.AUTHORIZED)
-        return self.callback(order, plan, EventKind.CAPTURED, plan.total)
+        return self.callback(order, plan, FactKind.CAPTURED, plan.total)
 
     # -- scenarios (one per Scenario.key) ----------------------------------------
 
@@ -342,44 +342,44 @@ class DemoOrders:
 
     def pending_declined(self, plan: OrderPlan) -> Order:
         order = self.checkout(plan, CheckoutOutcome.PENDING)
-        return self.callback(order, plan, EventKind.DECLINED)
+        return self.callback(order, plan, FactKind.DECLINED)
 
     def auth_held(self, plan: OrderPlan) -> Order:
         return self.checkout(plan, CheckoutOutcome.AUTHORIZED)
 
     def pending_authorized(self, plan: OrderPlan) -> Order:
         order = self.checkout(plan, CheckoutOutcome.PENDING)
-        return self.callback(order, plan, EventKind.AUTHORIZED)
+        return self.callback(order, plan, FactKind.AUTHORIZED)
 
     def auth_captured(self, plan: OrderPlan) -> Order:
         return self.paid_in_full(plan)
 
     def auth_part_captured(self, plan: OrderPlan) -> Order:
         order = self.checkout(plan, CheckoutOutcome.AUTHORIZED)
-        return self.callback(order, plan, EventKind.CAPTURED, plan.part)
+        return self.callback(order, plan, FactKind.CAPTURED, plan.part)
 
     def auth_voided(self, plan: OrderPlan) -> Order:
         order = self.checkout(plan, CheckoutOutcome.AUTHORIZED)
-        return self.callback(order, plan, EventKind.VOIDED)
+        return self.callback(order, plan, FactKind.VOIDED)
 
     def paid_refunded(self, plan: OrderPlan) -> Order:
         order = self.paid_in_full(plan)
-        return self.callback(order, plan, EventKind.REFUNDED, plan.total, step=1)
+        return self.callback(order, plan, FactKind.REFUNDED, plan.total, step=1)
 
     def paid_part_refunded(self, plan: OrderPlan) -> Order:
         order = self.paid_in_full(plan)
-        return self.callback(order, plan, EventKind.REFUNDED, plan.part, step=1)
+        return self.callback(order, plan, FactKind.REFUNDED, plan.part, step=1)
 
     def refunded_in_two(self, plan: OrderPlan) -> Order:
         order = self.paid_in_full(plan)
-        order = self.callback(order, plan, EventKind.REFUNDED, plan.part, step=1)
-        return self.callback(order, plan, EventKind.REFUNDED, plan.total - plan.part, step=2)
+        order = self.callback(order, plan, FactKind.REFUNDED, plan.part, step=1)
+        return self.callback(order, plan, FactKind.REFUNDED, plan.total - plan.part, step=2)
 
     def duplicate_callback(self, plan: OrderPlan) -> Order:
         # The gateway confirms by callback the capture already answered at
         # checkout: same reference, so no second effect.
         order = self.checkout(plan, CheckoutOutcome.CAPTURED, plan.total)
-        return self.callback(order, plan, EventKind.CAPTURED, plan.total)
+        return self.callback(order, plan, FactKind.CAPTURED, plan.total)
 
     def cancelled_money_kept(self, plan: OrderPlan) -> Order:
         order = self.paid_in_full(plan)
@@ -388,9 +388,9 @@ class DemoOrders:
 
     def refund_beyond_balance(self, plan: OrderPlan) -> Order:
         order = self.paid_in_full(plan)
-        order = self.callback(order, plan, EventKind.REFUNDED, plan.part, step=1)
+        order = self.callback(order, plan, FactKind.REFUNDED, plan.part, step=1)
         # A full refund reported after the partial one: more than is left.
-        return self.callback(order, plan, EventKind.REFUNDED, plan.total, step=2)
+        return self.callback(order, plan, FactKind.REFUNDED, plan.total, step=2)
 
     def offline_marked_paid(self, plan: OrderPlan) -> Order:
         reason = "Customer says the cheque is in the post; shipment released early."
@@ -398,10 +398,10 @@ class DemoOrders:
 
     def capture_after_void(self, plan: OrderPlan) -> Order:
         order = self.checkout(plan, CheckoutOutcome.AUTHORIZED)
-        order = self.callback(order, plan, EventKind.VOIDED)
+        order = self.callback(order, plan, FactKind.VOIDED)
         # The gateway reports a capture that raced the void: the money is
         # recorded, the status stays, the event is ignored.
-        return self.callback(order, plan, EventKind.CAPTURED, plan.total)
+        return self.callback(order, plan, FactKind.CAPTURED, plan.total)
 
 
 class Command(BaseCommand):

@@ -1,0 +1,89 @@
+"""
+The ledger: one row per money movement, and the order's running totals.
+
+Rows are facts: never changed, never deleted, and ``(payment method, kind,
+reference)`` is unique in the database, so a movement reported twice is
+counted once. Each order keeps running totals of its rows, written here in
+the same transaction as the row, under the order's lock, so that the money
+checks and the attention filter are plain column comparisons.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.utils.translation import gettext as _
+
+from orderflow.audit import Channel, current_audit
+from orderflow.money import STORAGE_LIMIT, format_money, money
+from orders.models import Order
+from payments.exceptions import InvalidPaymentEvent
+from payments.models import GatewayEvent, PaymentTransaction, TransactionKind
+
+RUNNING_TOTAL = {
+    TransactionKind.CAPTURE: "captured_amount",
+    TransactionKind.REFUND: "refunded_amount",
+}
+"""Which running total of the order a row of each money-moving kind adds to."""
+
+
+def record_transaction(
+    *,
+    order: Order,
+    kind: str,
+    amount: Decimal,
+    reference: str,
+    gateway_event: GatewayEvent | None = None,
+    checked: bool = False,
+) -> tuple[PaymentTransaction, bool]:
+    """
+    Write one ledger row unless ``(method, kind, reference)`` is already there.
+
+    Return the row and whether it was created. The caller holds the order
+    lock; ``checked=True`` says it has just looked for the reference itself.
+    The unique constraint stays the last word either way.
+    """
+    state = current_audit()
+    if not checked:
+        existing = PaymentTransaction.objects.filter(
+            payment_method_id=order.payment_method_id, kind=kind, reference=reference
+        ).first()
+        if existing is not None:
+            return existing, False
+    row = PaymentTransaction(
+        order=order,
+        payment_method_id=order.payment_method_id,
+        kind=kind,
+        amount=amount,
+        currency=order.currency,
+        reference=reference,
+        event=gateway_event,
+        created_by=state.user,
+        channel=state.channel or Channel.SYSTEM,
+    )
+    try:
+        with transaction.atomic():
+            row.save()
+    except IntegrityError:
+        # Another order's lock holder recorded the same reference first.
+        existing = PaymentTransaction.objects.get(
+            payment_method_id=order.payment_method_id, kind=kind, reference=reference
+        )
+        return existing, False
+    total_field = RUNNING_TOTAL.get(kind)
+    if total_field:
+        # Keep the order's running total in step with the ledger, in the same
+        # transaction. update() writes no history row: money moving without a
+        # status change is in the ledger, not in the status history.
+        # The caller holds the row lock, so the value read with it is current.
+        new_total = money(getattr(order, total_field) + amount)
+        if new_total >= STORAGE_LIMIT:
+            # Raised inside the caller's transaction: the ledger row goes too.
+            raise InvalidPaymentEvent(
+                _("Recording %(amount)s would take the order's %(total)s past what can be stored.")
+                % {"amount": format_money(amount, order.currency), "total": total_field}
+            )
+        Order.objects.filter(pk=order.pk).update(**{total_field: new_total})
+        setattr(order, total_field, new_total)
+    return row, True
