@@ -129,9 +129,21 @@ class TransactionKind(models.TextChoices):
     """A hold released without taking the money."""
     DECLINE = "decline", _("Decline")
     """The gateway refused a payment."""
+    REFUND_REVERSAL = "refund_reversal", _("Refund reversal")
+    """A refund that failed: its money came back to the store."""
+    DISPUTE = "dispute", _("Dispute")
+    """Money the gateway withdrew for a customer's dispute."""
+    DISPUTE_REVERSAL = "dispute_reversal", _("Dispute reversal")
+    """Disputed money the gateway gave back (the dispute was won)."""
 
 
-MONEY_MOVING_KINDS = (TransactionKind.CAPTURE, TransactionKind.REFUND)
+MONEY_MOVING_KINDS = (
+    TransactionKind.CAPTURE,
+    TransactionKind.REFUND,
+    TransactionKind.REFUND_REVERSAL,
+    TransactionKind.DISPUTE,
+    TransactionKind.DISPUTE_REVERSAL,
+)
 
 
 class LedgerIsAppendOnly(Exception):
@@ -229,6 +241,9 @@ class EventOutcome(models.TextChoices):
     """Processing crashed; can be replayed."""
     CONFLICT = "conflict", _("Conflict")
     """Contradicts what the same gateway reported before; needs staff to decide."""
+    STALE = "stale", _("Stale")
+    """Older than what the order already knows (an authorization after its
+    capture); changes nothing and needs no attention."""
 
 
 FINAL_OUTCOMES = frozenset(
@@ -238,6 +253,7 @@ FINAL_OUTCOMES = frozenset(
         EventOutcome.IGNORED,
         EventOutcome.REJECTED,
         EventOutcome.CONFLICT,
+        EventOutcome.STALE,
     }
 )
 """Outcomes that are never changed by processing again."""

@@ -33,13 +33,38 @@ class FactKind(StrEnum):
     """A fact a gateway reports about an order's money."""
 
     AUTHORIZED = "authorized"
+    """The gateway holds the money (reference: the payment, e.g. a PaymentIntent)."""
     CAPTURED = "captured"
+    """Money was taken (amount; reference: the payment)."""
     DECLINED = "declined"
+    """The gateway refused an attempt; the customer may still retry and pay."""
     VOIDED = "voided"
+    """The gateway cancelled the payment: an authorization released, or a
+    checkout abandoned before any authorization."""
     REFUNDED = "refunded"
+    """Money went back to the customer (amount; reference: the refund)."""
+    REFUND_FAILED = "refund_failed"
+    """A refund reported earlier failed and its money came back (reference: the refund)."""
+    DISPUTE_OPENED = "dispute_opened"
+    """A customer disputed the payment (reference: the dispute); no money moves yet."""
+    DISPUTE_FUNDS_WITHDRAWN = "dispute_funds_withdrawn"
+    """The gateway took the disputed money from the store (amount; reference: the dispute)."""
+    DISPUTE_FUNDS_REINSTATED = "dispute_funds_reinstated"
+    """The gateway gave the disputed money back (amount; reference: the dispute)."""
+    DISPUTE_WON = "dispute_won"
+    """The dispute closed in the store's favour (an amount, if given, was reinstated)."""
+    DISPUTE_LOST = "dispute_lost"
+    """The dispute closed in the customer's favour; the withdrawn money is gone."""
 
 
-AMOUNT_REQUIRED = frozenset({FactKind.CAPTURED, FactKind.REFUNDED})
+AMOUNT_REQUIRED = frozenset(
+    {
+        FactKind.CAPTURED,
+        FactKind.REFUNDED,
+        FactKind.DISPUTE_FUNDS_WITHDRAWN,
+        FactKind.DISPUTE_FUNDS_REINSTATED,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -283,7 +308,10 @@ class ParsedCallback:
     """The money fact; None for an event type orderflow does not act on."""
     order_number: str = ""
     order_reference: str = ""
-    """The gateway's id for the checkout, to find the order without a number."""
+    """The gateway's canonical id for the payment (Stripe: the PaymentIntent)."""
+    references: tuple[str, ...] = ()
+    """Other gateway ids the callback names for the same payment (a charge, a
+    refund): any of them already in the ledger finds the order."""
     ignore_reason: str = ""
     """Why ``fact`` is None, when the type is one orderflow knows."""
 
