@@ -361,6 +361,15 @@ class Gateway(Protocol):
     def refund(self, request: OutboundRequest, *, credentials: str) -> OutboundResult:
         """Give captured money back; raise GatewayError when refused."""
 
+    def checkout_reference_problem(self, reference: str) -> str | None:
+        """
+        Say why ``reference`` cannot name a checkout's payment (None when it can).
+
+        The reference given at checkout becomes the order's name for the
+        payment; an id of another kind (a Stripe charge instead of its
+        PaymentIntent) would give the same payment a second name.
+        """
+
 
 # -- money in callbacks ------------------------------------------------------------
 

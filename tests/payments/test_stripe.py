@@ -24,6 +24,7 @@ import pytest
 import stripe
 from django.urls import reverse
 
+from orders.exceptions import InvalidOrder
 from orders.models import Order
 from orders.models import PaymentStatus as S
 from orders.services import place_order
@@ -875,6 +876,41 @@ def test_missing_api_key_sends_nothing(stripe_api):
         capture_payment(order, user=None)
 
     assert stripe_api.sent == []
+
+
+# -- the checkout's reference ------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "reference", ["ch_3Qx00000001TEST", "re_3Qx00000001TEST", "pi_3Qx1_secret_abc", "order-17"]
+)
+def test_stripe_order_placed_with_anything_but_a_payment_intent_is_refused(method, reference):
+    with pytest.raises(InvalidOrder) as refused:
+        place_order(
+            number="S-1",
+            total=Decimal("100.00"),
+            currency="USD",
+            payment_method=method,
+            initial=PaymentResult("captured", reference=reference),
+        )
+
+    assert repr(reference) in str(refused.value)
+    assert "not a Stripe PaymentIntent id" in str(refused.value)
+    assert not Order.objects.filter(number="S-1").exists()
+
+
+@pytest.mark.django_db
+def test_other_gateways_name_their_payments_as_they_like(online_method):
+    order = place_order(
+        number="H-1",
+        total=Decimal("100.00"),
+        currency="USD",
+        payment_method=online_method,
+        initial=PaymentResult("captured", reference="ch_1"),
+    )
+
+    assert order.gateway_reference == "ch_1"
 
 
 # -- signatures and malformed bodies ------------------------------------------------------
