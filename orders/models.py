@@ -183,7 +183,7 @@ class OrderQuerySet(models.QuerySet):
             ),
             has_authorization=has(TransactionKind.AUTHORIZATION),
             has_void=has(TransactionKind.VOID),
-            has_ignored_event=has_event(events.awaiting_acknowledgement(EventOutcome.IGNORED)),
+            has_ignored_event=has_event(events.ignored_facts()),
             has_conflicting_event=has_event(events.awaiting_acknowledgement(EventOutcome.CONFLICT)),
             has_unfinished_event=has_event(events.unfinished()),
         )
