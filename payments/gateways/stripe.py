@@ -171,7 +171,7 @@ def _latest_counted_refund(charge: Mapping[str, Any], where: str) -> Mapping[str
         item_where = f"{where}refunds.data[{position}]."
         if not isinstance(item, dict):
             raise MalformedCallback(f"field {item_where[:-1]} must be an object")
-        if item.get("status") not in COUNTED_REFUND_STATUSES:
+        if _text(item, "status", item_where) not in COUNTED_REFUND_STATUSES:
             continue
         created = item.get("created")
         if isinstance(created, bool) or not isinstance(created, int):
