@@ -1,5 +1,5 @@
 """
-Admin URL filters never reach a secret.
+Admin URL filters never reach a secret, and never crash.
 
 A changelist turns its query string into ORM lookups (``?kind=online``,
 ``?payment_method__id__exact=3``). A lookup on a secret answers yes or no
@@ -7,10 +7,16 @@ about it (``?webhook_secret__startswith=a``), which is enough to read it one
 character at a time. Django's ``UserAdmin`` refuses lookups on ``password``;
 ``NoSecretLookupsMixin`` refuses any lookup whose path touches a secret,
 directly or through relations, in every admin of the project.
+
+Its changelist also answers a date that cannot exist or cannot be bounded
+(``?placed_at__year=9999&placed_at__month=12``) like any other bad filter,
+instead of letting Django's date arithmetic fail with a 500.
 """
 
 from __future__ import annotations
 
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models
@@ -65,3 +71,18 @@ class NoSecretLookupsMixin:
         if lookup_touches_secret(self.model, lookup):
             return False
         return super().lookup_allowed(lookup, value, request)
+
+    def get_changelist(self, request, **kwargs):
+        return BoundedChangeList
+
+
+class BoundedChangeList(ChangeList):
+    """A changelist whose date filters fail as bad parameters, never as a 500."""
+
+    def get_filters(self, request):
+        try:
+            return super().get_filters(request)
+        except (ValueError, OverflowError) as exc:
+            # The date hierarchy computes the end of year 9999 or of its
+            # December: past what a datetime holds.
+            raise IncorrectLookupParameters(exc) from exc

@@ -56,6 +56,7 @@ class PaymentStatus(models.TextChoices):
 
 
 OVERRIDE_PERMISSION = "orders.override_payment_status"
+CONFIRM_DISCOURAGED_PERMISSION = "orders.confirm_discouraged_transition"
 # Written only by payments.ledger.record_transaction, with the ledger row.
 RUNNING_TOTAL_FIELDS = frozenset({"captured_amount", "refunded_amount"})
 
@@ -183,7 +184,7 @@ class OrderQuerySet(models.QuerySet):
             ),
             has_authorization=has(TransactionKind.AUTHORIZATION),
             has_void=has(TransactionKind.VOID),
-            has_ignored_event=has_event(events.awaiting_acknowledgement(EventOutcome.IGNORED)),
+            has_ignored_event=has_event(events.ignored_facts()),
             has_conflicting_event=has_event(events.awaiting_acknowledgement(EventOutcome.CONFLICT)),
             has_unfinished_event=has_event(events.unfinished()),
         )
@@ -290,7 +291,13 @@ class Order(ConcurrentTransitionMixin, models.Model):
         verbose_name = _("order")
         verbose_name_plural = _("orders")
         ordering = ["-placed_at", "-id"]
-        permissions = [("override_payment_status", _("Can override the payment status"))]
+        permissions = [
+            ("override_payment_status", _("Can override the payment status")),
+            (
+                "confirm_discouraged_transition",
+                _("Can confirm a discouraged payment status change"),
+            ),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(total__gt=0), name="order_total_positive"),
             models.CheckConstraint(

@@ -23,7 +23,7 @@ from django_fsm import has_transition_perm
 from orderflow.audit import Channel, audit_context, channel_or
 from orderflow.money import InvalidAmount, parse_amount
 from orders.exceptions import AlreadyInStatus, DiscouragedTransition, InvalidOrder
-from orders.models import Order, PaymentStatus
+from orders.models import CONFIRM_DISCOURAGED_PERMISSION, Order, PaymentStatus
 from orders.policy import discouraged_reason
 from payments.gateways.base import CheckoutOutcome, PaymentResult
 from payments.models import CaptureMode, PaymentMethod, TransactionKind
@@ -234,7 +234,8 @@ def override_status(
     Set any status by hand, audited; return the updated order.
 
     ``user=None`` is a trusted system channel (a command, a job). Raise
-    PermissionDenied without ``orders.override_payment_status``,
+    PermissionDenied without ``orders.override_payment_status`` (and, for a
+    confirmed discouraged change, ``orders.confirm_discouraged_transition``),
     DiscouragedTransition for a discouraged change not confirmed with
     ``allow_discouraged``, AlreadyInStatus when nothing would change. The
     ledger is never touched; a disagreement shows as needing attention.
@@ -261,6 +262,12 @@ def override_status(
         warning = discouraged_reason(old, new_status)
         if warning and not allow_discouraged:
             raise DiscouragedTransition(old, new_status, warning)
+        if warning and user is not None and not user.has_perm(CONFIRM_DISCOURAGED_PERMISSION):
+            # A clerk may change statuses; going against the advice is a manager's call.
+            raise PermissionDenied(
+                _("You may not confirm a discouraged status change: %(warning)s")
+                % {"warning": warning}
+            )
         record = reason
         if warning:
             record = _("%(reason)s (discouraged change confirmed: %(warning)s)") % {

@@ -81,6 +81,10 @@ class PaymentMethodForm(forms.ModelForm):
         return self._kept("api_key")
 
 
+# What a user who may only view a payment method sees instead of each secret.
+SECRET_STATES = {"webhook_secret": "secret_is_set", "api_key": "api_key_is_set"}
+
+
 @admin.register(PaymentMethod)
 class PaymentMethodAdmin(ReadOnlyHistoryAdmin):
     form = PaymentMethodForm
@@ -100,9 +104,27 @@ class PaymentMethodAdmin(ReadOnlyHistoryAdmin):
 
     readonly_fields = ["callback_url", "signature_failures", "last_signature_failure_at"]
 
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if self.has_change_permission(request, obj):
+            return fields
+        # Without change permission Django shows every field read-only, with
+        # its stored value: a secret is replaced by whether one is stored.
+        return [SECRET_STATES.get(name, name) for name in fields]
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if not self.has_change_permission(request, obj):
+            fields += SECRET_STATES.values()
+        return fields
+
     @admin.display(description=_("webhook secret"), boolean=True)
     def secret_is_set(self, obj: PaymentMethod) -> bool:
         return bool(obj.webhook_secret)
+
+    @admin.display(description=_("API key"), boolean=True)
+    def api_key_is_set(self, obj: PaymentMethod) -> bool:
+        return bool(obj.api_key)
 
     @admin.display(description=_("callback URL"))
     def callback_url(self, obj: PaymentMethod) -> str:

@@ -272,6 +272,15 @@ class GatewayEventQuerySet(models.QuerySet):
         """Events with ``outcome`` that staff have not acknowledged yet."""
         return self.filter(outcome=outcome, acknowledged_at__isnull=True)
 
+    def ignored_facts(self) -> GatewayEventQuerySet:
+        """
+        Money facts that could not be applied and that staff have not acknowledged.
+
+        An event that carried no fact at all (a type orderflow does not use,
+        a refund that moved no money) is ignored too, but needs nobody.
+        """
+        return self.awaiting_acknowledgement(EventOutcome.IGNORED).exclude(kind="")
+
     def unfinished(self) -> GatewayEventQuerySet:
         """Failed events, and events left ``received`` for longer than STUCK_AFTER."""
         return self.filter(

@@ -64,13 +64,28 @@ def staff_user(django_user_model):
 
 @pytest.fixture
 def supervisor(django_user_model):
-    """A staff user allowed to override payment statuses."""
+    """A manager: may override payment statuses and confirm discouraged changes."""
     from django.contrib.auth.models import Permission
 
     user = django_user_model.objects.create_user(
         username="supervisor", password="supervisor-pass-123", is_staff=True
     )
     user.user_permissions.add(
-        Permission.objects.get(codename="override_payment_status", content_type__app_label="orders")
+        *Permission.objects.filter(
+            codename__in=["override_payment_status", "confirm_discouraged_transition"],
+            content_type__app_label="orders",
+        )
     )
     return django_user_model.objects.get(pk=user.pk)  # fresh permission cache
+
+
+@pytest.fixture
+def overriding_clerk(django_user_model):
+    """A clerk: may override payment statuses, but not confirm a discouraged change."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(username="overriding-clerk", is_staff=True)
+    user.user_permissions.add(
+        Permission.objects.get(codename="override_payment_status", content_type__app_label="orders")
+    )
+    return django_user_model.objects.get(pk=user.pk)

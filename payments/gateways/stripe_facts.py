@@ -296,15 +296,14 @@ def _latest_counted_refund(items: list[Mapping[str, Any]], where: str) -> int | 
     latest: tuple[int, int] | None = None
     chosen: int | None = None
     for position, item in enumerate(items):
-        if item.get("status") not in COUNTED_REFUND_STATUSES:
+        item_where = f"{where}refunds.data[{position}]."
+        if _text(item, "status", item_where) not in COUNTED_REFUND_STATUSES:
             continue
         if item.get("reason") == RELEASE_REFUND_REASON:
             continue
         created = item.get("created")
         if isinstance(created, bool) or not isinstance(created, int):
-            raise MalformedCallback(
-                f"missing field: {where}refunds.data[{position}].created (unix seconds)"
-            )
+            raise MalformedCallback(f"missing field: {item_where}created (unix seconds)")
         # Stripe lists the newest first: on a tie, the earlier item wins.
         key = (created, -position)
         if latest is None or key > latest:

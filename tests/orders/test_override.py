@@ -69,6 +69,31 @@ def test_discouraged_change_is_applied_with_consent_and_says_so(make_order, supe
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(("old", "new"), sorted(DISCOURAGED))
+def test_only_a_manager_may_confirm_a_discouraged_change(make_order, overriding_clerk, old, new):
+    order = make_order(old)
+    records = order.history.count()
+
+    with pytest.raises(DiscouragedTransition):
+        override_status(order, new, user=overriding_clerk, reason="oops")
+    with pytest.raises(PermissionDenied, match="may not confirm a discouraged"):
+        override_status(order, new, user=overriding_clerk, reason="sure", allow_discouraged=True)
+
+    order.refresh_from_db()
+    assert order.status == old
+    assert order.history.count() == records
+
+
+@pytest.mark.django_db
+def test_a_clerk_may_still_make_changes_that_are_not_discouraged(make_order, overriding_clerk):
+    order = make_order(S.AWAITING_PAYMENT)
+
+    order = override_status(order, S.CANCELLED, user=overriding_clerk, reason="customer left")
+
+    assert order.status == S.CANCELLED
+
+
+@pytest.mark.django_db
 def test_override_needs_the_permission(make_order, staff_user):
     order = make_order(S.AWAITING_PAYMENT)
 

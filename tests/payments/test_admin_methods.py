@@ -2,6 +2,7 @@
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
 from django.db.models import F
 from django.urls import reverse
 
@@ -105,3 +106,30 @@ def test_saving_the_page_unchanged_writes_no_history(admin_client_, method, url)
     assert_saved(post_change_form(admin_client_, url))
 
     assert method.history.count() == before
+
+
+@pytest.mark.parametrize(
+    "permissions", [["view_paymentmethod"], ["view_paymentmethod", "view_order"]]
+)
+def test_staff_who_may_only_view_a_method_never_see_its_secrets(
+    client, django_user_model, method, url, permissions
+):
+    method.api_key = "sk_test_only_api_key_42"
+    method.save(update_fields=["api_key"])
+    viewer = django_user_model.objects.create_user(username="viewer", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=permissions))
+    client.force_login(viewer)
+
+    page = client.get(url)
+
+    assert page.status_code == 200
+    assert "whsec_test_only_secret" not in page.text
+    assert "sk_test_only_api_key_42" not in page.text
+    assert method.code in page.text  # the page shows the method, read-only
+    shown = {
+        name
+        for _title, options in page.context["adminform"].fieldsets
+        for name in options["fields"]
+    }
+    assert {"secret_is_set", "api_key_is_set"} <= shown
+    assert shown.isdisjoint({"webhook_secret", "api_key"})

@@ -173,7 +173,23 @@ stripe_object = st.fixed_dictionaries(
         "payment_intent": st.sampled_from(["pi_1", "pi_2"]) | json_values,
         "metadata": st.fixed_dictionaries({}, optional={"order_number": json_values}) | json_values,
         "refunds": st.fixed_dictionaries(
-            {}, optional={"data": st.lists(json_values | st.dictionaries(st.text(), json_values))}
+            {},
+            optional={
+                "data": st.lists(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "id": st.sampled_from(["re_1", "re_2"]) | json_values,
+                            "status": st.sampled_from(["succeeded", "pending"]) | json_values,
+                            "amount": st.integers() | json_values,
+                            "currency": st.sampled_from(["usd"]) | json_values,
+                            "created": st.integers() | json_values,
+                        },
+                    )
+                    | json_values,
+                    max_size=3,
+                )
+            },
         )
         | json_values,
     },

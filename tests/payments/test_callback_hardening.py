@@ -506,3 +506,28 @@ def test_replay_command_reports_events_that_still_fail(client, make_order, monke
 
     with pytest.raises(CommandError, match="still failed"):
         call_command("replay_gateway_events", stdout=io.StringIO())
+
+
+@pytest.mark.parametrize("status", [[], {}, 5, None])
+def test_refund_list_item_with_an_odd_status_is_400_not_a_crash(stripe_method, status):
+    charge = {
+        "id": "ch_1",
+        "object": "charge",
+        "currency": "usd",
+        "payment_intent": "pi_1",
+        "metadata": {"order_number": "T1"},
+        "refunds": {"object": "list", "data": [{"id": "re_1", "status": status, "amount": 5}]},
+    }
+    body = json.dumps({"id": "evt_odd", "type": "charge.refunded", "data": {"object": charge}})
+    header = stripe.WebhookSignature.generate_signature_header(body, STRIPE_SECRET)
+
+    response = Client().post(
+        reverse("payments:callback", args=["stripe"]),
+        body,
+        content_type="application/json",
+        headers={"Stripe-Signature": header},
+    )
+
+    assert response.status_code == 400
+    assert "status" in response.json()["error"]
+    assert GatewayEvent.objects.get().outcome == EventOutcome.REJECTED

@@ -619,6 +619,9 @@ def test_charge_refunded_without_its_refund_list_is_ignored(client, method):
     assert response.status_code == 200
     assert response.json()["status"] == "ignored"
     assert ledger(order, TransactionKind.REFUND) == []
+    # A routine event that carried nothing to record needs nobody's attention.
+    assert GatewayEvent.objects.get(event_type="charge.refunded").order == order
+    assert not reload(order).needs_attention
 
 
 @pytest.mark.django_db
