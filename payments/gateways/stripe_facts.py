@@ -98,6 +98,8 @@ COUNTED_REFUND_STATUSES = frozenset({"succeeded", "pending"})
 FAILED_REFUND_STATUSES = frozenset({"failed", "canceled"})
 # Stripe's reason on the refund that releases an uncaptured charge when its hold expires.
 RELEASE_REFUND_REASON = "expired_uncaptured_charge"
+# PaymentIntents with these capture methods never hold money uncaptured.
+AUTOMATIC_CAPTURE_METHODS = ("automatic", "automatic_async")
 WON_DISPUTE_STATUSES = frozenset({"won", "warning_closed"})
 LOST_DISPUTE_STATUSES = frozenset({"lost"})
 
@@ -242,9 +244,12 @@ def _released_hold(
     capturable = obj.get("amount_capturable")
     if isinstance(capturable, int) and not isinstance(capturable, bool) and capturable > 0:
         return read_stripe_amount(capturable, currency, field=f"{where}amount_capturable")
-    # Only the latest charge's id is known. A PaymentIntent can be cancelled
-    # with a successful charge only while that charge is an uncaptured
-    # authorization; after a failed attempt Stripe keeps the error in
+    if obj.get("capture_method") in AUTOMATIC_CAPTURE_METHODS:
+        # Captured the moment it succeeds: cancelled, it never held money.
+        return None
+    # Only the latest charge's id is known. A PaymentIntent captured by hand
+    # can be cancelled with a successful charge only while that charge is an
+    # uncaptured authorization; a failed attempt leaves its error in
     # last_payment_error.
     if obj.get("latest_charge") and obj.get("last_payment_error") is None:
         return read_stripe_amount(obj.get("amount"), currency, field=f"{where}amount")

@@ -158,6 +158,30 @@ def test_checkout_abandoned_before_any_authorization_voids_no_amount(shape):
     assert parsed.references == ()
 
 
+@pytest.mark.parametrize(
+    ("capture_method", "amount"), [("manual", Decimal("100.00")), ("automatic", None)]
+)
+def test_cancelled_payment_intent_naming_only_its_charge_held_money_if_captured_by_hand(
+    capture_method, amount
+):
+    # A PaymentIntent captured automatically is captured the moment it
+    # succeeds: cancelled with a charge, that charge was a failed attempt.
+    intent_id, charge_id = ids("pi", "ch")
+    latest = charge(charge_id, intent_id=intent_id, amount=10000, captured=False)
+    intent = payment_intent(
+        intent_id,
+        amount=10000,
+        status="canceled",
+        capture_method=capture_method,
+        charges=(latest,),
+    )
+    assert intent["latest_charge"] == charge_id
+
+    parsed = parse("payment_intent.canceled", intent)
+
+    assert parsed.fact == MoneyFact(FactKind.VOIDED, intent_id, amount, "USD")
+
+
 def test_checkout_abandoned_after_a_failed_attempt_voids_no_amount():
     intent_id, charge_id = ids("pi", "ch")
     failed = charge(
