@@ -391,7 +391,8 @@ def test_canceled_voids_an_authorized_order(client, method):
 
 
 @pytest.mark.django_db
-def test_event_not_allowed_from_the_status_is_ignored_but_its_money_recorded(client, method):
+def test_payment_after_a_decline_is_applied(client, method):
+    # payment_intent.payment_failed is not final: the customer may retry and pay.
     order = place(method, "pending")
     declined = payment_intent(order.gateway_reference, amount=10000, order_number=order.number)
     post(client, method, stripe_event("payment_intent.payment_failed", declined))
@@ -399,8 +400,24 @@ def test_event_not_allowed_from_the_status_is_ignored_but_its_money_recorded(cli
 
     response = post(client, method, stripe_event("payment_intent.succeeded", succeeded))
 
+    assert response.json() == {"status": "applied", "order_status": "paid"}
+    assert not reload(order).needs_attention
+    assert ledger(order, TransactionKind.CAPTURE) == [(order.gateway_reference, Decimal("100"))]
+
+
+@pytest.mark.django_db
+def test_capture_of_a_cancelled_order_is_ignored_but_its_money_recorded(client, method):
+    order = place(method, "pending")
+    canceled = payment_intent(
+        order.gateway_reference, amount=10000, status="canceled", order_number=order.number
+    )
+    post(client, method, stripe_event("payment_intent.canceled", canceled))
+    succeeded = {**canceled, "status": "succeeded", "amount_received": 10000}
+
+    response = post(client, method, stripe_event("payment_intent.succeeded", succeeded))
+
     assert response.json()["status"] == "ignored"
-    assert reload(order).status == S.DECLINED
+    assert reload(order).status == S.CANCELLED
     assert reload(order).needs_attention
     assert ledger(order, TransactionKind.CAPTURE) == [(order.gateway_reference, Decimal("100"))]
 
@@ -443,8 +460,10 @@ def test_order_is_found_by_payment_intent_without_an_order_number(client, method
 
 
 @pytest.mark.django_db
-def test_event_for_an_unknown_payment_intent_is_unmatched(client, method):
-    intent = payment_intent(stripe_id("pi"), amount=10000, amount_capturable=10000)
+def test_event_for_an_unknown_order_number_is_unmatched(client, method):
+    intent = payment_intent(
+        stripe_id("pi"), amount=10000, amount_capturable=10000, order_number="NOT-YET"
+    )
 
     response = post(
         client, method, stripe_event("payment_intent.amount_capturable_updated", intent)
@@ -452,6 +471,22 @@ def test_event_for_an_unknown_payment_intent_is_unmatched(client, method):
 
     assert response.status_code == 404
     assert GatewayEvent.objects.get().outcome == EventOutcome.UNMATCHED
+
+
+@pytest.mark.django_db
+def test_payment_this_store_never_created_is_200_ignored(client, method):
+    # Another integration on the same Stripe account: no order number, an id
+    # nobody here knows. A 404 would make Stripe retry it for days.
+    intent = payment_intent(stripe_id("pi"), amount=10000, amount_capturable=10000)
+
+    response = post(
+        client, method, stripe_event("payment_intent.amount_capturable_updated", intent)
+    )
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "ignored"
+    stored = GatewayEvent.objects.get()
+    assert (stored.outcome, stored.order) == (EventOutcome.IGNORED, None)
 
 
 @pytest.mark.django_db
