@@ -378,7 +378,9 @@ class RequestStatus(models.TextChoices):
     SUCCEEDED = "succeeded", _("Succeeded")
     """The gateway did it; its answer was applied to the ledger."""
     FAILED = "failed", _("Failed")
-    """The gateway refused; no money moved."""
+    """The gateway refused; no money moved. Should the gateway's answer for
+    the same key still arrive, it proves otherwise: the answer is applied and
+    the request becomes succeeded."""
 
 
 class RecordIsAppendOnly(Exception):
@@ -389,9 +391,20 @@ class PaymentRequestQuerySet(models.QuerySet):
     def pending(self) -> PaymentRequestQuerySet:
         return self.filter(status=RequestStatus.PENDING)
 
+    def unfinished(self) -> PaymentRequestQuerySet:
+        """
+        Requests whose money may still have to reach the ledger: pending ones,
+        and failed ones whose gateway answer (proof that money moved) arrived
+        after they were marked failed and is not applied yet.
+        """
+        return self.filter(
+            Q(status=RequestStatus.PENDING)
+            | Q(status=RequestStatus.FAILED, answered_at__isnull=False)
+        )
+
     def stuck(self, older_than: timedelta) -> PaymentRequestQuerySet:
-        """Pending requests recorded more than ``older_than`` ago: their process died."""
-        return self.pending().filter(created_at__lte=timezone.now() - older_than)
+        """Unfinished requests recorded more than ``older_than`` ago: their process died."""
+        return self.unfinished().filter(created_at__lte=timezone.now() - older_than)
 
 
 class PaymentRequest(models.Model):

@@ -45,9 +45,11 @@ def clean_token(token: str) -> str:
 
 def pending_amount(order: Order, action: str) -> Decimal:
     """Return the money of ``action`` requests for the order still in flight."""
-    total = PaymentRequest.objects.filter(
-        order=order, action=action, status=RequestStatus.PENDING
-    ).aggregate(total=Sum("amount"))["total"]
+    total = (
+        PaymentRequest.objects.unfinished()
+        .filter(order=order, action=action)
+        .aggregate(total=Sum("amount"))["total"]
+    )
     return money(total)
 
 
@@ -153,16 +155,23 @@ def outbound(request: PaymentRequest, *, order_number: str) -> OutboundRequest:
 
 
 def store_answer(request: PaymentRequest, answer: OutboundResult) -> None:
-    """Keep the gateway's answer, committed on its own, before it is applied."""
+    """
+    Keep the gateway's answer, committed on its own, before it is applied.
+
+    An answer is proof that money moved: it is kept even when the request
+    was marked failed meanwhile (``apply_answer`` then completes it). Only a
+    request that already has an answer keeps the one it has: the same
+    idempotency key always gets the same answer.
+    """
     if not (answer.reference or "").strip() or answer.amount is None or answer.amount <= 0:
         # Money may have moved all the same: the request stays pending.
         problem = _("The gateway's answer has no reference or no amount; nothing was recorded.")
         note(request, problem)
         raise InvalidPaymentEvent(problem)
     now = timezone.now()
-    PaymentRequest.objects.filter(
-        pk=request.pk, status=RequestStatus.PENDING, answered_at__isnull=True
-    ).update(answer_reference=answer.reference, answer_amount=answer.amount, answered_at=now)
+    PaymentRequest.objects.filter(pk=request.pk, answered_at__isnull=True).update(
+        answer_reference=answer.reference, answer_amount=answer.amount, answered_at=now
+    )
     request.answer_reference = answer.reference
     request.answer_amount = answer.amount
     request.answered_at = now
@@ -175,12 +184,17 @@ def note(request: PaymentRequest, detail: str) -> None:
 
 
 def mark_failed(request: PaymentRequest, detail: str) -> None:
-    """The gateway refused: no money moved."""
+    """
+    The gateway refused: no money moved.
+
+    A request whose answer is stored moved money; a refusal never fails it.
+    """
     now = timezone.now()
-    PaymentRequest.objects.filter(pk=request.pk, status=RequestStatus.PENDING).update(
-        status=RequestStatus.FAILED, detail=detail, completed_at=now
-    )
-    request.status, request.detail, request.completed_at = RequestStatus.FAILED, detail, now
+    failed = PaymentRequest.objects.filter(
+        pk=request.pk, status=RequestStatus.PENDING, answered_at__isnull=True
+    ).update(status=RequestStatus.FAILED, detail=detail, completed_at=now)
+    if failed:
+        request.status, request.detail, request.completed_at = RequestStatus.FAILED, detail, now
 
 
 def mark_succeeded(

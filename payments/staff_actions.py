@@ -230,12 +230,18 @@ def send(payment_request: PaymentRequest, *, gateway: Gateway, user: Any) -> App
 
 
 def apply_answer(payment_request: PaymentRequest, *, user: Any) -> ApplyResult:
-    """Apply a request's stored answer and complete the request, in one transaction."""
+    """
+    Apply a request's stored answer and complete the request, in one transaction.
+
+    A request marked failed meanwhile (a refusal seen by another process) is
+    applied all the same: the gateway's answer proves the money moved.
+    """
     with transaction.atomic():
         # The order first, then the request: the lock order of every path.
         locked = Order.objects.lock(payment_request.order_id)
         current = PaymentRequest.objects.select_for_update().get(pk=payment_request.pk)
-        if current.status != RequestStatus.PENDING:
+        failed_earlier = current.status == RequestStatus.FAILED and current.answered_at is not None
+        if current.status != RequestStatus.PENDING and not failed_earlier:
             return ApplyResult(
                 EventOutcome.DUPLICATE,
                 locked,
@@ -249,7 +255,14 @@ def apply_answer(payment_request: PaymentRequest, *, user: Any) -> ApplyResult:
             currency=current.currency,
         )
         result = apply_fact(locked, fact, user=user)
-        payment_requests.mark_succeeded(current, row=result.transaction, detail=result.reason)
+        detail = result.reason
+        if failed_earlier:
+            earlier = _(
+                "It was marked failed earlier (%(detail)s), but the gateway's answer "
+                "shows the money moved."
+            ) % {"detail": current.detail}
+            detail = f"{earlier} {detail}".strip()
+        payment_requests.mark_succeeded(current, row=result.transaction, detail=detail)
     payment_request.status = current.status
     payment_request.transaction = current.transaction
     payment_request.completed_at = current.completed_at

@@ -17,6 +17,7 @@ import payments.services
 import payments.staff_actions
 from orders.models import Order
 from orders.models import PaymentStatus as S
+from payments import requests as payment_requests
 from payments.exceptions import (
     GatewayError,
     InvalidPaymentEvent,
@@ -469,6 +470,72 @@ def test_recovery_fails_a_request_the_gateway_refuses_when_asked_again(
     assert [r.status for r in summary.requests] == [RequestStatus.FAILED]
     assert "declined" in PaymentRequest.objects.get().detail
     assert refunds(order) == []
+
+
+@pytest.fixture
+def failed_meanwhile(monkeypatch, gateway_calls):
+    """While the gateway refunds, another process marks the request failed."""
+    answered = HmacGateway.refund  # the counting wrapper
+
+    def refund(self, request, *, credentials):
+        other = PaymentRequest.objects.get(order__number=request.order_number)
+        payment_requests.mark_failed(other, "Refused, as another process was told.")
+        return answered(self, request, credentials=credentials)
+
+    monkeypatch.setattr(HmacGateway, "refund", refund)
+
+
+def test_answer_for_a_request_marked_failed_meanwhile_is_recorded(make_order, failed_meanwhile):
+    order = make_order(S.PAID)
+
+    result = refund_payment(order, amount="100.00", user=None, reason="returned everything")
+
+    request = PaymentRequest.objects.get(order=order)
+    assert result.outcome == "applied"
+    assert request.status == RequestStatus.SUCCEEDED
+    assert "marked failed earlier (Refused, as another process was told.)" in request.detail
+    assert request.transaction == result.transaction
+    assert refunds(order) == [(request.answer_reference, Decimal("100.00"))]
+    order = reload(order)
+    assert (order.status, order.refunded_amount) == (S.REFUNDED, Decimal("100.00"))
+    with pytest.raises(PaymentError, match="Only a paid or partially paid order"):
+        refund_payment(order, amount="100.00", user=None, reason="again")
+    assert len(refunds(order)) == 1
+
+
+def test_recovery_applies_an_answer_stored_after_the_request_was_marked_failed(
+    make_order, gateway_calls, failed_meanwhile, apply_crashes_once
+):
+    order = make_order(S.PAID)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        refund_payment(order, amount="100.00", user=None, reason="returned everything")
+    request = PaymentRequest.objects.get(order=order)
+    assert (request.status, request.answer_amount) == (RequestStatus.FAILED, Decimal("100.00"))
+    # Money moved though the ledger does not show it yet: it is not offered again.
+    with pytest.raises(PaymentError, match="already being refunded"):
+        refund_payment(order, amount="100.00", user=None, reason="again")
+
+    summary = recover_payment_requests(older_than=timedelta(0))
+
+    assert [(r.request.pk, r.status) for r in summary.requests] == [
+        (request.pk, RequestStatus.SUCCEEDED)
+    ]
+    assert len(gateway_calls.calls) == 1  # the stored answer is applied, not asked again
+    assert refunds(order) == [(request.answer_reference, Decimal("100.00"))]
+    assert reload(order).refunded_amount == Decimal("100.00")
+    assert recover_payment_requests(older_than=timedelta(0)).requests == ()
+
+
+def test_a_refusal_never_fails_a_request_whose_answer_is_stored(make_order, apply_crashes_once):
+    with pytest.raises(RuntimeError):
+        refund_payment(make_order(S.PAID), amount="10.00", user=None, reason="x")
+    request = PaymentRequest.objects.get()
+
+    payment_requests.mark_failed(request, "Refused.")
+
+    request.refresh_from_db()
+    assert (request.status, request.detail) == (RequestStatus.PENDING, "")
+    assert recover_payment_requests(older_than=timedelta(0)).count(RequestStatus.SUCCEEDED) == 1
 
 
 # -- the recovery command -------------------------------------------------------------------
