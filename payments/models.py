@@ -402,9 +402,16 @@ class PaymentRequestQuerySet(models.QuerySet):
             | Q(status=RequestStatus.FAILED, answered_at__isnull=False)
         )
 
+    def unclaimed(self) -> PaymentRequestQuerySet:
+        """Requests no process is working on: never claimed, or the claim has lapsed."""
+        return self.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=timezone.now()))
+
     def stuck(self, older_than: timedelta) -> PaymentRequestQuerySet:
-        """Unfinished requests recorded more than ``older_than`` ago: their process died."""
-        return self.unfinished().filter(created_at__lte=timezone.now() - older_than)
+        """
+        Unfinished requests recorded more than ``older_than`` ago that no
+        process is working on: their process died or gave up.
+        """
+        return self.unfinished().unclaimed().filter(created_at__lte=timezone.now() - older_than)
 
 
 class PaymentRequest(models.Model):
@@ -477,6 +484,16 @@ class PaymentRequest(models.Model):
         verbose_name=_("ledger entry"),
     )
     completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
+    claimed_until = models.DateTimeField(
+        _("claimed until"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "A process is sending the request or applying its answer until then; "
+            "recovery leaves it alone meanwhile."
+        ),
+    )
 
     objects = PaymentRequestQuerySet.as_manager()
 

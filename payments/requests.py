@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +30,12 @@ from payments.gateways.base import OutboundRequest, OutboundResult
 from payments.models import PaymentRequest, PaymentTransaction, RequestStatus
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+
+CLAIM_LEASE = timedelta(minutes=5)
+"""How long a process may work on a request before recovery may take it over.
+Far longer than one gateway call can last: the Stripe client gives up after
+5 s to connect and 20 s to read, and retries twice, so about 80 s at worst.
+A process that stops without releasing its claim delays recovery this long."""
 
 
 def new_token() -> str:
@@ -115,9 +122,10 @@ def record_request(
     reason: str,
 ) -> PaymentRequest:
     """
-    Record a pending request; the caller holds the order lock.
+    Record a pending request, claimed by the caller; the caller holds the order lock.
 
-    The caller's transaction must commit before the gateway is called. The
+    The caller's transaction must commit before the gateway is called, and
+    the caller releases the claim once it is done with the request. The
     unique token is the last word when the same token races on two orders.
     """
     request = PaymentRequest(
@@ -131,6 +139,7 @@ def record_request(
         requested_by=user if user is not None and user.is_authenticated else None,
         channel=channel,
         reason=reason,
+        claimed_until=timezone.now() + CLAIM_LEASE,
     )
     try:
         with transaction.atomic():
@@ -152,6 +161,40 @@ def outbound(request: PaymentRequest, *, order_number: str) -> OutboundRequest:
         currency=request.currency,
         idempotency_key=request.idempotency_key,
     )
+
+
+def claim(request: PaymentRequest) -> bool:
+    """
+    Claim an unfinished request no other process is working on; return whether it was.
+
+    One conditional UPDATE decides, so of two processes claiming the same
+    request at once only one gets it, on any database. The claim lasts
+    CLAIM_LEASE; ``release`` ends it sooner.
+    """
+    until = timezone.now() + CLAIM_LEASE
+    claimed = (
+        PaymentRequest.objects.filter(pk=request.pk)
+        .unfinished()
+        .unclaimed()
+        .update(claimed_until=until)
+    )
+    if claimed:
+        request.claimed_until = until
+    return bool(claimed)
+
+
+def release(request: PaymentRequest) -> None:
+    """
+    End the caller's claim on a request.
+
+    A claim another process took over after the caller's lapsed is left alone.
+    """
+    if request.claimed_until is None:
+        return
+    PaymentRequest.objects.filter(pk=request.pk, claimed_until=request.claimed_until).update(
+        claimed_until=None
+    )
+    request.claimed_until = None
 
 
 def store_answer(request: PaymentRequest, answer: OutboundResult) -> None:

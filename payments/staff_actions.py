@@ -274,9 +274,13 @@ def run(
 ) -> ApplyResult:
     payment_request, gateway = submit(order, action, amount, user=user, reason=reason, token=token)
     # The gateway call happens outside the row lock: a slow gateway must not
-    # block callbacks for the order.
-    with audit_context(channel=payment_request.channel, user=user, reason=reason):
-        return send(payment_request, gateway=gateway, user=user)
+    # block callbacks for the order. The request is claimed from the moment
+    # it is recorded, so recovery never sends it while this process does.
+    try:
+        with audit_context(channel=payment_request.channel, user=user, reason=reason):
+            return send(payment_request, gateway=gateway, user=user)
+    finally:
+        payment_requests.release(payment_request)
 
 
 # -- recovering interrupted requests -------------------------------------------------
@@ -317,9 +321,11 @@ def recover(*, older_than: timedelta, dry_run: bool = False) -> RecoverySummary:
     A stored answer is applied without calling the gateway; without one, the
     gateway is asked again with the request's own idempotency key, which
     gives the same answer, and that is applied. Either way the ledger records
-    the money once. Requests younger than ``older_than`` may still be in
-    flight and are left alone. ``dry_run`` says what would be done, and does
-    nothing.
+    the money once. Requests younger than ``older_than`` are left alone, and
+    so is any request another process has claimed (the staff action still
+    waiting for the gateway, another recovery), whatever its age: each
+    request is claimed before it is touched. ``dry_run`` says what would be
+    done, and does nothing.
     """
     stuck = (
         PaymentRequest.objects.stuck(older_than)
@@ -330,6 +336,26 @@ def recover(*, older_than: timedelta, dry_run: bool = False) -> RecoverySummary:
 
 
 def _recover(payment_request: PaymentRequest, *, dry_run: bool) -> RecoveredRequest:
+    if dry_run:
+        return _resolve(payment_request, dry_run=True)
+    if not payment_requests.claim(payment_request):
+        status = PaymentRequest.objects.values_list("status", flat=True).get(pk=payment_request.pk)
+        return RecoveredRequest(
+            payment_request, status, _("left alone: another process is working on it")
+        )
+    try:
+        # What the list said may be stale: another process may have stored an
+        # answer before this claim.
+        payment_request.refresh_from_db(
+            fields=["status", "answer_reference", "answer_amount", "answered_at", "detail"]
+        )
+        return _resolve(payment_request, dry_run=False)
+    finally:
+        payment_requests.release(payment_request)
+
+
+def _resolve(payment_request: PaymentRequest, *, dry_run: bool) -> RecoveredRequest:
+    """Apply the stored answer or ask the gateway again; the caller holds the claim."""
     pending = RequestStatus.PENDING
     if payment_request.answered_at is not None:
         values = {"reference": payment_request.answer_reference}
