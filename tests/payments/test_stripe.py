@@ -815,6 +815,53 @@ def test_unanswered_refund_stays_pending_and_is_asked_again_with_its_key(method,
     assert reload(order).status == S.PARTIALLY_PAID
 
 
+IN_PROGRESS = (
+    "There is currently another in-progress request using this Idempotent Key (that "
+    "probably means you submitted twice, and the other request is still going through): "
+    "orderflow:request:x. Please try again later."
+)
+OTHER_PARAMETERS = (
+    "Keys for idempotent requests can only be used with the same parameters they were "
+    "first used with. Try using a key other than 'orderflow:request:x' if you meant to "
+    "execute a different request."
+)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("status", "message"),
+    # A 409 reaches orderflow as stripe.APIError, a 400 as stripe.IdempotencyError.
+    [(409, IN_PROGRESS), (400, OTHER_PARAMETERS)],
+    ids=["409-in-progress", "400-idempotency-error"],
+)
+def test_idempotency_key_conflict_is_not_a_refusal(method, stripe_api, status, message):
+    order = paid_order(method)
+    stripe_api.failure = (status, {"error": {"type": "idempotency_error", "message": message}})
+
+    with pytest.raises(GatewayNoAnswer, match="same idempotency key") as caught:
+        refund_payment(order, amount=Decimal("100.00"), user=None, reason="Returned everything")
+
+    assert caught.value.__suppress_context__
+    request = PaymentRequest.objects.get(order=order)
+    assert (request.status, request.completed_at) == (RequestStatus.PENDING, None)
+    assert "may have gone through" in request.detail
+    assert ledger(order, TransactionKind.REFUND) == []
+    # The other request with this key may be moving the money: not offered again.
+    with pytest.raises(PaymentError, match="already being refunded"):
+        refund_payment(order, amount=Decimal("100.00"), user=None, reason="Again")
+
+    stripe_api.failure = None
+    summary = recover_payment_requests(older_than=timedelta(0))
+
+    assert [r.status for r in summary.requests] == [RequestStatus.SUCCEEDED]
+    assert {sent.headers["Idempotency-Key"] for sent in stripe_api.sent} == {
+        request.idempotency_key
+    }
+    [(_refund_id, amount)] = ledger(order, TransactionKind.REFUND)
+    assert amount == Decimal("100.00")
+    assert reload(order).status == S.REFUNDED
+
+
 @pytest.mark.django_db
 def test_missing_api_key_sends_nothing(stripe_api):
     method = PaymentMethodFactory(
