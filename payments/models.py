@@ -209,6 +209,7 @@ class PaymentTransaction(models.Model):
             ("capture_payment", _("Can capture payments through the gateway")),
             ("void_payment", _("Can void payments through the gateway")),
             ("refund_payment", _("Can refund payments through the gateway")),
+            ("record_offline_payment", _("Can record offline payments and refunds")),
         ]
 
     def __str__(self) -> str:
