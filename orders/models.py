@@ -55,10 +55,21 @@ class PaymentStatus(models.TextChoices):
     """All captured money went back to the customer."""
 
 
+class DisputeStatus(models.TextChoices):
+    """Where a customer's dispute (chargeback) of the payment stands."""
+
+    OPEN = "open", _("Open")
+    """The customer disputed the payment; the gateway may withdraw the money."""
+    WON = "won", _("Won")
+    """Closed in the store's favour; withdrawn money was given back."""
+    LOST = "lost", _("Lost")
+    """Closed in the customer's favour; the withdrawn money is gone."""
+
+
 OVERRIDE_PERMISSION = "orders.override_payment_status"
 CONFIRM_DISCOURAGED_PERMISSION = "orders.confirm_discouraged_transition"
 # Written only by payments.ledger.record_transaction, with the ledger row.
-RUNNING_TOTAL_FIELDS = frozenset({"captured_amount", "refunded_amount"})
+RUNNING_TOTAL_FIELDS = frozenset({"captured_amount", "refunded_amount", "disputed_amount"})
 
 
 class UnsafeOrderSave(Exception):
@@ -76,7 +87,8 @@ class AttentionRule:
 
 # Each rule is a condition on the order's columns and the annotations of
 # OrderQuerySet.with_attention_inputs() (net_sum, has_authorization, has_void,
-# has_ignored_event, has_conflicting_event, has_unfinished_event). The same
+# has_ignored_event, has_conflicting_event, has_unfinished_event,
+# has_unacknowledged_dispute_loss). The same
 # rules serve the admin filter (SQL) and the per-order explanation, so they
 # are written once.
 ATTENTION_RULES: tuple[AttentionRule, ...] = (
@@ -91,6 +103,22 @@ ATTENTION_RULES: tuple[AttentionRule, ...] = (
         _(
             "A gateway event contradicts what the gateway reported before; check which "
             "is right and acknowledge it."
+        ),
+    ),
+    AttentionRule(
+        "dispute_open",
+        Q(dispute_status=DisputeStatus.OPEN),
+        _(
+            "The customer disputed the payment (%(disputed)s withdrawn so far); answer the "
+            "dispute in the gateway's dashboard."
+        ),
+    ),
+    AttentionRule(
+        "dispute_lost",
+        Q(dispute_status=DisputeStatus.LOST, has_unacknowledged_dispute_loss=True),
+        _(
+            "The dispute was lost and %(disputed)s is gone; acknowledge the gateway event "
+            "once it is handled."
         ),
     ),
     AttentionRule(
@@ -187,6 +215,9 @@ class OrderQuerySet(models.QuerySet):
             has_ignored_event=has_event(events.ignored_facts()),
             has_conflicting_event=has_event(events.awaiting_acknowledgement(EventOutcome.CONFLICT)),
             has_unfinished_event=has_event(events.unfinished()),
+            has_unacknowledged_dispute_loss=has_event(
+                events.filter(kind="dispute_lost", acknowledged_at__isnull=True)
+            ),
         )
 
     def with_attention(self) -> OrderQuerySet:
@@ -221,27 +252,32 @@ class OrderQuerySet(models.QuerySet):
 
     def with_ledger_sums(self) -> OrderQuerySet:
         """
-        Annotate ``ledger_captured`` and ``ledger_refunded``: the sums of the
-        order's capture and refund rows, which the running totals must equal.
+        Annotate ``ledger_captured``, ``ledger_refunded`` and ``ledger_disputed``:
+        what the order's ledger rows add up to (refunds less refund reversals,
+        disputes less dispute reversals), which the running totals must equal.
 
         One join and GROUP BY over the ledger, whatever the number of orders.
         """
         from payments.models import TransactionKind
 
-        def ledger_sum(kind: str) -> Round:
+        def ledger_sum(kind: str, reversal: str | None = None) -> Round:
+            def total(of: str) -> Coalesce:
+                return Coalesce(
+                    Sum("transactions__amount", filter=Q(transactions__kind=of)),
+                    Value(ZERO, output_field=models.DecimalField(**MONEY_FIELD)),
+                )
+
             # Rounded: SQLite sums decimals as floats.
             return Round(
-                Coalesce(
-                    Sum("transactions__amount", filter=Q(transactions__kind=kind)),
-                    Value(ZERO, output_field=models.DecimalField(**MONEY_FIELD)),
-                ),
+                total(kind) - total(reversal) if reversal else total(kind),
                 STORAGE_PLACES,
                 output_field=models.DecimalField(**MONEY_FIELD),
             )
 
         return self.annotate(
             ledger_captured=ledger_sum(TransactionKind.CAPTURE),
-            ledger_refunded=ledger_sum(TransactionKind.REFUND),
+            ledger_refunded=ledger_sum(TransactionKind.REFUND, TransactionKind.REFUND_REVERSAL),
+            ledger_disputed=ledger_sum(TransactionKind.DISPUTE, TransactionKind.DISPUTE_REVERSAL),
         )
 
 
@@ -281,6 +317,20 @@ class Order(ConcurrentTransitionMixin, models.Model):
     refunded_amount = models.DecimalField(
         _("refunded"), default=ZERO, editable=False, **MONEY_FIELD
     )
+    disputed_amount = models.DecimalField(
+        _("disputed"),
+        default=ZERO,
+        editable=False,
+        help_text=_("Money the gateway withdrew for disputes and has not given back."),
+        **MONEY_FIELD,
+    )
+    dispute_status = models.CharField(
+        _("dispute"),
+        max_length=10,
+        choices=DisputeStatus.choices,
+        blank=True,
+        editable=False,
+    )
     placed_at = models.DateTimeField(_("placed at"), default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -311,6 +361,9 @@ class Order(ConcurrentTransitionMixin, models.Model):
             models.CheckConstraint(
                 condition=Q(refunded_amount__gte=0, captured_amount__gte=F("refunded_amount")),
                 name="order_refunds_within_captures",
+            ),
+            models.CheckConstraint(
+                condition=Q(disputed_amount__gte=0), name="order_disputed_not_negative"
             ),
         ]
 
@@ -378,6 +431,11 @@ class Order(ConcurrentTransitionMixin, models.Model):
         """Captured minus refunded: the money the store keeps."""
         return self.captured_amount - self.refunded_amount
 
+    @property
+    def kept_amount(self) -> Decimal:
+        """The money the store keeps, as staff see it: net paid less what disputes withdrew."""
+        return self.net_paid_amount - self.disputed_amount
+
     def status_for_net_paid(self, net_paid: Decimal) -> str:
         """Return the status the ledger implies after money moved."""
         if net_paid <= 0:
@@ -410,6 +468,7 @@ class Order(ConcurrentTransitionMixin, models.Model):
             "net": format_money(row.net_sum, self.currency),
             "total": format_money(self.total, self.currency),
             "status": PaymentStatus(self.status).label,
+            "disputed": format_money(self.disputed_amount, self.currency),
         }
         return [
             gettext(rule.message) % values
@@ -432,7 +491,14 @@ class Order(ConcurrentTransitionMixin, models.Model):
             type(self)
             .objects.filter(pk=self.pk)
             .with_ledger_sums()
-            .values("captured_amount", "refunded_amount", "ledger_captured", "ledger_refunded")
+            .values(
+                "captured_amount",
+                "refunded_amount",
+                "disputed_amount",
+                "ledger_captured",
+                "ledger_refunded",
+                "ledger_disputed",
+            )
             .get()
         )
         reasons = []
@@ -453,6 +519,14 @@ class Order(ConcurrentTransitionMixin, models.Model):
                     "(%(ledger)s)."
                 ),
             ),
+            (
+                "disputed_amount",
+                "ledger_disputed",
+                _(
+                    "The disputed total (%(total)s) is not the sum of the ledger's disputes "
+                    "(%(ledger)s)."
+                ),
+            ),
         ]
         for total, ledger, message in checks:
             if money(row[total]) != money(row[ledger]):
@@ -467,8 +541,13 @@ class Order(ConcurrentTransitionMixin, models.Model):
 
     # -- transitions (gateway facts) ----------------------------------------
 
+    # A decline is not final: a customer whose card was declined may retry and
+    # pay, so an authorization or a capture applies to a declined order too.
+
     @transition(
-        field=status, source=PaymentStatus.AWAITING_PAYMENT, target=PaymentStatus.AUTHORIZED
+        field=status,
+        source=[PaymentStatus.AWAITING_PAYMENT, PaymentStatus.DECLINED],
+        target=PaymentStatus.AUTHORIZED,
     )
     def authorize(self) -> None:
         """The gateway holds the money."""
@@ -479,6 +558,7 @@ class Order(ConcurrentTransitionMixin, models.Model):
             PaymentStatus.AWAITING_PAYMENT,
             PaymentStatus.AUTHORIZED,
             PaymentStatus.PARTIALLY_PAID,
+            PaymentStatus.DECLINED,
         ],
         target=RETURN_VALUE(
             PaymentStatus.PAID, PaymentStatus.PARTIALLY_PAID, PaymentStatus.REFUNDED
@@ -502,6 +582,14 @@ class Order(ConcurrentTransitionMixin, models.Model):
 
     @transition(
         field=status,
+        source=[PaymentStatus.AWAITING_PAYMENT, PaymentStatus.DECLINED],
+        target=PaymentStatus.CANCELLED,
+    )
+    def cancel_checkout(self) -> None:
+        """The gateway cancelled a payment that was never authorized or captured."""
+
+    @transition(
+        field=status,
         source=[PaymentStatus.PAID, PaymentStatus.PARTIALLY_PAID],
         target=RETURN_VALUE(
             PaymentStatus.PAID, PaymentStatus.PARTIALLY_PAID, PaymentStatus.REFUNDED
@@ -509,6 +597,17 @@ class Order(ConcurrentTransitionMixin, models.Model):
     )
     def refund(self, *, net_paid: Decimal) -> str:
         """Money went back; the status follows the net paid after it."""
+        return self.status_for_net_paid(net_paid)
+
+    @transition(
+        field=status,
+        source=[PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_PAID, PaymentStatus.PAID],
+        target=RETURN_VALUE(
+            PaymentStatus.PAID, PaymentStatus.PARTIALLY_PAID, PaymentStatus.REFUNDED
+        ),
+    )
+    def reverse_refund(self, *, net_paid: Decimal) -> str:
+        """A refund failed and its money came back; the status follows the net paid."""
         return self.status_for_net_paid(net_paid)
 
     # -- manual override -----------------------------------------------------

@@ -1,12 +1,23 @@
 """
-Applying one money fact to an order: the transition table of section 5.
+Applying one money fact to an order: the rules of sections 5 and 5a.
 
 A fact (``payments.gateways.base.MoneyFact``) is what a gateway reported, by
 callback, by its answer to a staff request, or on a replay. Applying it locks
-the order, records its money in the ledger once, runs the transition the
-order's status allows, or keeps the fact as ignored with the reason. Refunds
-reported before the capture they refund wait here until a capture makes the
-balance sufficient.
+the order, records its money in the ledger once, and runs the transition the
+order's status allows; otherwise the fact is kept with the reason:
+
+- ``duplicate``: the same money is already in the ledger;
+- ``conflict``: the same reference with another amount (flags the order);
+- ``stale``: older than what the order already knows (an authorization after
+  its capture, a cancellation after a capture): changes nothing, needs nobody;
+- ``ignored``: not allowed from the order's status (its money is still
+  recorded and the order flagged), or waiting for the fact it depends on.
+
+Gateways deliver out of order, so some facts wait for another: a refund for
+the capture that makes the balance sufficient, a refund failure for its
+refund, a reinstatement for its withdrawal. Each is applied as soon as what
+it waits for is recorded, under the gateway's name, never under the name of
+whoever triggered that.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from django_fsm import can_proceed
 
 from orderflow.audit import Channel, audit_context, channel_or, current_audit
 from orderflow.money import ZERO, InvalidAmount, format_money, parse_amount
-from orders.models import Order, PaymentStatus
+from orders.models import DisputeStatus, Order, PaymentStatus
 from payments.exceptions import InvalidPaymentEvent
 from payments.gateways.base import AMOUNT_REQUIRED, FactKind, MoneyFact
 from payments.ledger import record_transaction
@@ -36,6 +47,12 @@ LEDGER_KIND = {
     FactKind.DECLINED: TransactionKind.DECLINE,
     FactKind.VOIDED: TransactionKind.VOID,
     FactKind.REFUNDED: TransactionKind.REFUND,
+    FactKind.REFUND_FAILED: TransactionKind.REFUND_REVERSAL,
+    # A dispute's money, when the fact carries any.
+    FactKind.DISPUTE_OPENED: TransactionKind.DISPUTE,
+    FactKind.DISPUTE_FUNDS_WITHDRAWN: TransactionKind.DISPUTE,
+    FactKind.DISPUTE_FUNDS_REINSTATED: TransactionKind.DISPUTE_REVERSAL,
+    FactKind.DISPUTE_WON: TransactionKind.DISPUTE_REVERSAL,
 }
 
 TRANSITION = {
@@ -46,49 +63,87 @@ TRANSITION = {
     FactKind.REFUNDED: "refund",
 }
 
+DISPUTE_FACTS = frozenset(
+    {
+        FactKind.DISPUTE_OPENED,
+        FactKind.DISPUTE_FUNDS_WITHDRAWN,
+        FactKind.DISPUTE_FUNDS_REINSTATED,
+        FactKind.DISPUTE_WON,
+        FactKind.DISPUTE_LOST,
+    }
+)
+DISPUTE_STATUS_AFTER = {
+    FactKind.DISPUTE_OPENED: DisputeStatus.OPEN,
+    FactKind.DISPUTE_FUNDS_WITHDRAWN: DisputeStatus.OPEN,
+    FactKind.DISPUTE_WON: DisputeStatus.WON,
+    FactKind.DISPUTE_LOST: DisputeStatus.LOST,
+}
+# Money whose amount is part of what it is: the same reference with another
+# amount is a conflict, not a duplicate.
+AMOUNT_DEFINES = frozenset(
+    {
+        TransactionKind.CAPTURE,
+        TransactionKind.REFUND,
+        TransactionKind.REFUND_REVERSAL,
+        TransactionKind.DISPUTE,
+        TransactionKind.DISPUTE_REVERSAL,
+    }
+)
+
 
 @dataclass(frozen=True)
 class ApplyResult:
     """What applying a money fact did."""
 
     outcome: str
-    """``applied``, ``duplicate`` or ``ignored`` (an EventOutcome value)."""
+    """An EventOutcome value: applied, duplicate, conflict, stale or ignored."""
     order: Order
     reason: str = ""
     transaction: PaymentTransaction | None = None
     deferred: bool = False
-    """A refund beyond the balance, retried when a capture arrives."""
+    """Waiting for another fact (a capture, a refund, a withdrawal) to be recorded."""
 
 
-def _validated_amount(order: Order, fact: MoneyFact) -> Decimal:
+def _validated_amount(order: Order, fact: MoneyFact) -> Decimal | None:
+    """Return the fact's amount in the order's currency; None when it moves no money."""
     if fact.currency and fact.currency.upper() != order.currency:
         raise InvalidPaymentEvent(
             _("Currency %(currency)s is not the order's currency (%(expected)s).")
             % {"currency": fact.currency, "expected": order.currency}
         )
-    if fact.amount is None:
+    if fact.amount is None or (fact.amount == 0 and fact.kind not in AMOUNT_REQUIRED):
         if fact.kind in AMOUNT_REQUIRED:
             raise InvalidPaymentEvent(_("A %(kind)s event needs an amount.") % {"kind": fact.kind})
         # A hold and its release are for the order total unless the gateway says.
         if fact.kind in (FactKind.AUTHORIZED, FactKind.VOIDED):
             return order.total
-        return ZERO
-    if fact.amount == 0 and fact.kind not in AMOUNT_REQUIRED:
-        return ZERO
+        if fact.kind == FactKind.DECLINED:
+            return ZERO
+        return None
     try:
         return parse_amount(fact.amount, what=_("The amount"), currency=order.currency)
     except InvalidAmount as exc:
         raise InvalidPaymentEvent(str(exc)) from None
 
 
-def _describe(fact: MoneyFact, amount: Decimal, currency: str) -> str:
-    values = {"amount": format_money(amount, currency), "reference": fact.reference}
+def _describe(fact: MoneyFact, amount: Decimal | None, currency: str) -> str:
+    values = {"amount": format_money(amount or ZERO, currency), "reference": fact.reference}
     texts = {
         FactKind.AUTHORIZED: _("Payment authorized (ref. %(reference)s)."),
         FactKind.CAPTURED: _("Payment captured: %(amount)s (ref. %(reference)s)."),
         FactKind.DECLINED: _("Payment declined (ref. %(reference)s)."),
-        FactKind.VOIDED: _("Authorization voided (ref. %(reference)s)."),
+        FactKind.VOIDED: _("Payment cancelled by the gateway (ref. %(reference)s)."),
         FactKind.REFUNDED: _("Refund: %(amount)s (ref. %(reference)s)."),
+        FactKind.REFUND_FAILED: _("Refund failed, its money came back (ref. %(reference)s)."),
+        FactKind.DISPUTE_OPENED: _("Payment disputed by the customer (dispute %(reference)s)."),
+        FactKind.DISPUTE_FUNDS_WITHDRAWN: _(
+            "Disputed money withdrawn: %(amount)s (dispute %(reference)s)."
+        ),
+        FactKind.DISPUTE_FUNDS_REINSTATED: _(
+            "Disputed money given back: %(amount)s (dispute %(reference)s)."
+        ),
+        FactKind.DISPUTE_WON: _("Dispute won (dispute %(reference)s)."),
+        FactKind.DISPUTE_LOST: _("Dispute lost (dispute %(reference)s)."),
     }
     return texts[fact.kind] % values
 
@@ -101,19 +156,13 @@ def apply_fact(
     user: Any = None,
 ) -> ApplyResult:
     """
-    Apply one money fact to an order, at most once.
-
-    - A reference already in the ledger for this method and kind: duplicate,
-      no effect.
-    - A refund beyond the refundable balance: ignored, kept out of the ledger.
-    - Otherwise the money is recorded; the transition runs if the current
-      status allows it, else the fact is ignored with the reason and the
-      order needs attention.
+    Apply one money fact to an order, at most once (see the module's rules).
 
     ``gateway_event`` is the stored inbox row behind the fact, updated with
-    the outcome; without one, an ignored fact is stored as a local gateway
-    event so the order still shows up as needing attention. Raise InvalidPaymentEvent for
-    a malformed fact (no reference, bad amount, another currency).
+    the outcome; without one, an ignored or conflicting fact is stored as a
+    local gateway event so the order still shows up as needing attention.
+    Raise InvalidPaymentEvent for a malformed fact (no reference, bad amount,
+    another currency).
     """
     reference = (fact.reference or "").strip()
     if not reference:
@@ -122,7 +171,6 @@ def apply_fact(
     with transaction.atomic():
         locked = Order.objects.lock(order)
         amount = _validated_amount(locked, fact)
-        ledger_kind = LEDGER_KIND[fact.kind]
         description = _describe(fact, amount, locked.currency)
         outer_reason = current_audit().reason
         reason = f"{outer_reason} — {description}" if outer_reason else description
@@ -131,26 +179,33 @@ def apply_fact(
             context["user"] = user
 
         with audit_context(**context):
-            result = _apply_locked(locked, fact, reference, ledger_kind, amount, gateway_event)
+            result = _apply_locked(locked, fact, reference, amount, gateway_event)
             _record_outcome(locked, fact.kind, amount, reference, result, gateway_event)
-        if fact.kind == FactKind.CAPTURED and result.outcome != EventOutcome.DUPLICATE:
-            _apply_deferred_refunds(locked)
-        if fact.kind == FactKind.REFUNDED and result.transaction is not None:
-            _settle_waiting_reports(locked, reference, recorded_by=gateway_event)
+        # Money recorded now (applied, or kept while the status could not follow)
+        # may be what other facts were waiting for.
+        if result.transaction is not None and result.outcome in (
+            EventOutcome.APPLIED,
+            EventOutcome.IGNORED,
+        ):
+            if fact.kind == FactKind.CAPTURED:
+                _apply_deferred_refunds(locked)
+            if fact.kind == FactKind.REFUNDED:
+                _settle_waiting_reports(locked, reference, recorded_by=gateway_event)
+            _apply_waiting_for(locked, reference)
     return result
 
 
 def _record_outcome(
     order: Order,
     kind: str,
-    amount: Decimal,
+    amount: Decimal | None,
     reference: str,
     result: ApplyResult,
     gateway_event: GatewayEvent | None,
 ) -> None:
-    """Write the outcome on the gateway event; keep an ignored local fact as a local one."""
+    """Write the outcome on the gateway event; keep a local fact needing staff as a local one."""
     if gateway_event is None:
-        if result.outcome != EventOutcome.IGNORED:
+        if result.outcome not in (EventOutcome.IGNORED, EventOutcome.CONFLICT):
             return
         gateway_event = GatewayEvent(
             payment_method_id=order.payment_method_id,
@@ -159,7 +214,7 @@ def _record_outcome(
             raw_body=json.dumps(
                 {
                     "kind": str(kind),
-                    "amount": str(amount),
+                    "amount": str(amount) if amount is not None else None,
                     "currency": order.currency,
                     "reference": reference,
                 }
@@ -197,7 +252,11 @@ def _settle_waiting_reports(
 ) -> None:
     """Other reports of a refund now in the ledger stop waiting: they are duplicates."""
     waiting = GatewayEvent.objects.filter(
-        order=order, outcome=EventOutcome.IGNORED, deferred=True, reference=reference
+        order=order,
+        outcome=EventOutcome.IGNORED,
+        deferred=True,
+        kind=FactKind.REFUNDED,
+        reference=reference,
     )
     if recorded_by is not None:
         waiting = waiting.exclude(pk=recorded_by.pk)
@@ -206,6 +265,23 @@ def _settle_waiting_reports(
         deferred=False,
         detail=_("The same refund was recorded from another report."),
     )
+
+
+def _waiting(order: Order):
+    # Acknowledged by staff means dealt with: it stays out of the ledger.
+    return GatewayEvent.objects.filter(
+        order=order, outcome=EventOutcome.IGNORED, deferred=True, acknowledged_at__isnull=True
+    ).order_by("received_at", "id")
+
+
+def _apply_waiting(order: Order, waiting: GatewayEvent, note: str) -> ApplyResult:
+    """Apply a fact that waited, as the gateway reported it: the gateway's channel, no user."""
+    fact = MoneyFact(waiting.kind, waiting.reference, waiting.amount)
+    reason = f"{note} {_describe(fact, waiting.amount, order.currency)}"
+    with audit_context(channel=Channel.GATEWAY, user=None, reason=reason):
+        result = _apply_locked(order, fact, waiting.reference, waiting.amount, waiting)
+        _record_outcome(order, waiting.kind, waiting.amount, waiting.reference, result, waiting)
+    return result
 
 
 def _apply_deferred_refunds(order: Order) -> None:
@@ -217,28 +293,50 @@ def _apply_deferred_refunds(order: Order) -> None:
     deferred; once a capture makes the balance sufficient, it is recorded,
     oldest first. The caller holds the order lock.
     """
-    pending = GatewayEvent.objects.filter(
-        order=order, outcome=EventOutcome.IGNORED, deferred=True
-    ).order_by("received_at", "id")
-    for waiting in pending:
+    for waiting in _waiting(order).filter(kind=FactKind.REFUNDED):
         if waiting.amount > order.captured_amount - order.refunded_amount:
             continue
-        fact = MoneyFact(FactKind.REFUNDED, waiting.reference, waiting.amount)
         note = _("Refund reported earlier (event %(id)s), recorded once the capture arrived.") % {
             "id": waiting.event_id
         }
-        with audit_context(reason=f"{note} {_describe(fact, waiting.amount, order.currency)}"):
-            result = _apply_locked(
-                order, fact, waiting.reference, TransactionKind.REFUND, waiting.amount, waiting
-            )
-            _record_outcome(
-                order, FactKind.REFUNDED, waiting.amount, waiting.reference, result, waiting
-            )
+        result = _apply_waiting(order, waiting, note)
         if result.transaction is not None:
             _settle_waiting_reports(order, waiting.reference, recorded_by=waiting)
+            _apply_waiting_for(order, waiting.reference)
 
 
-def _duplicate(order: Order, row: PaymentTransaction) -> ApplyResult:
+def _apply_waiting_for(order: Order, reference: str) -> None:
+    """Apply the facts that waited for the money just recorded under ``reference``."""
+    for waiting in _waiting(order).filter(reference=reference).exclude(kind=FactKind.REFUNDED):
+        note = _("Reported earlier (event %(id)s), applied once what it depends on arrived.") % {
+            "id": waiting.event_id
+        }
+        _apply_waiting(order, waiting, note)
+
+
+def _existing(order: Order, ledger_kind: str, reference: str) -> PaymentTransaction | None:
+    return PaymentTransaction.objects.filter(
+        payment_method_id=order.payment_method_id, kind=ledger_kind, reference=reference
+    ).first()
+
+
+def _already_recorded(order: Order, row: PaymentTransaction, amount: Decimal | None) -> ApplyResult:
+    """The same reference again: a duplicate, or a conflict when the amount differs."""
+    if row.kind in AMOUNT_DEFINES and amount is not None and row.amount != amount:
+        return ApplyResult(
+            EventOutcome.CONFLICT,
+            order,
+            _(
+                "%(kind)s %(reference)s is already recorded with %(recorded)s; this report says "
+                "%(amount)s. Nothing was recorded: check the payment at the gateway."
+            )
+            % {
+                "kind": row.get_kind_display(),
+                "reference": row.reference,
+                "recorded": format_money(row.amount, order.currency),
+                "amount": format_money(amount, order.currency),
+            },
+        )
     return ApplyResult(
         EventOutcome.DUPLICATE,
         order,
@@ -248,19 +346,74 @@ def _duplicate(order: Order, row: PaymentTransaction) -> ApplyResult:
     )
 
 
+def _cancelled_by_gateway(order: Order) -> bool:
+    """Whether the gateway (not staff) cancelled this order's payment."""
+    return (
+        order.transactions.filter(kind=TransactionKind.VOID).exists()
+        or order.gateway_events.filter(kind=FactKind.VOIDED, outcome=EventOutcome.APPLIED).exists()
+    )
+
+
+def _stale(order: Order, kind: str) -> str:
+    """Why a fact is older than what the order knows ('' when it is not)."""
+    if kind not in (FactKind.AUTHORIZED, FactKind.VOIDED, FactKind.DECLINED):
+        return ""
+    if order.captured_amount > 0:
+        return _(
+            "Reported after the payment was captured: it changes nothing (a gateway may "
+            "deliver its events in any order)."
+        )
+    if order.status == PaymentStatus.CANCELLED and (
+        kind != FactKind.AUTHORIZED or _cancelled_by_gateway(order)
+    ):
+        return _("Reported after the gateway cancelled the payment: it changes nothing.")
+    return ""
+
+
 def _apply_locked(
     order: Order,
     fact: MoneyFact,
     reference: str,
-    ledger_kind: str,
-    amount: Decimal,
+    amount: Decimal | None,
     gateway_event: GatewayEvent | None,
 ) -> ApplyResult:
-    existing = PaymentTransaction.objects.filter(
-        payment_method_id=order.payment_method_id, kind=ledger_kind, reference=reference
-    ).first()
+    if fact.kind in DISPUTE_FACTS:
+        return _apply_dispute(order, fact, reference, amount, gateway_event)
+    if fact.kind == FactKind.REFUND_FAILED:
+        return _apply_refund_failure(order, reference, amount, gateway_event)
+
+    ledger_kind = LEDGER_KIND[fact.kind]
+    existing = _existing(order, ledger_kind, reference)
     if existing is not None:
-        return _duplicate(order, existing)
+        return _already_recorded(order, existing, amount)
+    stale = _stale(order, fact.kind)
+    if stale:
+        return ApplyResult(EventOutcome.STALE, order, stale)
+    if fact.kind == FactKind.VOIDED and order.status in (
+        PaymentStatus.AWAITING_PAYMENT,
+        PaymentStatus.DECLINED,
+    ):
+        if not order.transactions.filter(kind=TransactionKind.AUTHORIZATION).exists():
+            # An abandoned checkout: nothing was held, so there is nothing to void.
+            order.cancel_checkout()
+            order.save_status()
+            return ApplyResult(
+                EventOutcome.APPLIED,
+                order,
+                _("The gateway cancelled a payment that was never authorized; no void recorded."),
+            )
+        # A hold followed by a decline: the release of that hold is a void.
+        row, _created = record_transaction(
+            order=order,
+            kind=TransactionKind.VOID,
+            amount=amount,
+            reference=reference,
+            gateway_event=gateway_event,
+            checked=True,
+        )
+        order.cancel_checkout()
+        order.save_status()
+        return ApplyResult(EventOutcome.APPLIED, order, "", row)
 
     captured, refunded = order.captured_amount, order.refunded_amount
     if fact.kind == FactKind.REFUNDED and amount > captured - refunded:
@@ -290,7 +443,7 @@ def _apply_locked(
         checked=True,
     )
     if not created:  # recorded meanwhile for another order with the same reference
-        return _duplicate(order, row)
+        return _already_recorded(order, row, amount)
     if not allowed:
         return ApplyResult(
             EventOutcome.IGNORED,
@@ -312,4 +465,116 @@ def _apply_locked(
         transition()
     if order.status != old:
         order.save_status()
+    return ApplyResult(EventOutcome.APPLIED, order, "", row)
+
+
+def _apply_refund_failure(
+    order: Order,
+    reference: str,
+    amount: Decimal | None,
+    gateway_event: GatewayEvent | None,
+) -> ApplyResult:
+    """A refund failed: its money came back; the status follows the money kept."""
+    reversal = _existing(order, TransactionKind.REFUND_REVERSAL, reference)
+    if reversal is not None:
+        return _already_recorded(order, reversal, amount)
+    refund = _existing(order, TransactionKind.REFUND, reference)
+    if refund is None:
+        return ApplyResult(
+            EventOutcome.IGNORED,
+            order,
+            _(
+                "Refund %(reference)s failed, but that refund is not recorded yet; the "
+                "failure is applied as soon as the refund arrives."
+            )
+            % {"reference": reference},
+            deferred=True,
+        )
+    if amount is not None and amount != refund.amount:
+        return _already_recorded(order, refund, amount)
+    row, created = record_transaction(
+        order=order,
+        kind=TransactionKind.REFUND_REVERSAL,
+        amount=refund.amount,
+        reference=reference,
+        gateway_event=gateway_event,
+        checked=True,
+    )
+    if not created:
+        return _already_recorded(order, row, refund.amount)
+    if not can_proceed(order.reverse_refund):
+        return ApplyResult(
+            EventOutcome.IGNORED,
+            order,
+            _(
+                "The failed refund's money is back in the ledger, but the status (%(status)s) "
+                "was left as it is."
+            )
+            % {"status": PaymentStatus(order.status).label},
+            row,
+        )
+    old = order.status
+    order.reverse_refund(net_paid=order.net_paid_amount)
+    if order.status != old:
+        order.save_status()
+    return ApplyResult(EventOutcome.APPLIED, order, "", row)
+
+
+def _apply_dispute(
+    order: Order,
+    fact: MoneyFact,
+    reference: str,
+    amount: Decimal | None,
+    gateway_event: GatewayEvent | None,
+) -> ApplyResult:
+    """
+    A dispute's news: money withdrawn or given back, the dispute opened or closed.
+
+    The payment status never changes; the ledger keeps the money and the
+    order's dispute status flags it (open; lost until acknowledged).
+    """
+    row = None
+    ledger_kind = LEDGER_KIND.get(fact.kind) if amount is not None else None
+    if ledger_kind is not None:
+        existing = _existing(order, ledger_kind, reference)
+        if existing is not None:
+            recorded = _already_recorded(order, existing, amount)
+            if recorded.outcome == EventOutcome.CONFLICT or fact.kind not in DISPUTE_STATUS_AFTER:
+                return recorded
+        else:
+            if ledger_kind == TransactionKind.DISPUTE_REVERSAL and amount > order.disputed_amount:
+                return ApplyResult(
+                    EventOutcome.IGNORED,
+                    order,
+                    _(
+                        "%(amount)s given back for dispute %(reference)s, but that much was "
+                        "not withdrawn yet; applied as soon as the withdrawal arrives."
+                    )
+                    % {"amount": format_money(amount, order.currency), "reference": reference},
+                    deferred=True,
+                )
+            row, _created = record_transaction(
+                order=order,
+                kind=ledger_kind,
+                amount=amount,
+                reference=reference,
+                gateway_event=gateway_event,
+                checked=True,
+            )
+    after = DISPUTE_STATUS_AFTER.get(fact.kind)
+    closed = order.dispute_status in (DisputeStatus.WON, DisputeStatus.LOST)
+    if after is not None and after != order.dispute_status:
+        if after == DisputeStatus.OPEN and closed:
+            # The dispute's closing arrived first: its opening changes nothing now.
+            return ApplyResult(
+                EventOutcome.APPLIED if row else EventOutcome.STALE,
+                order,
+                _("The dispute is already closed."),
+                row,
+            )
+        order.dispute_status = after
+        order.save_fields("dispute_status", "updated_at")
+        return ApplyResult(EventOutcome.APPLIED, order, "", row)
+    if row is None:
+        return ApplyResult(EventOutcome.DUPLICATE, order, _("Nothing new about this dispute."))
     return ApplyResult(EventOutcome.APPLIED, order, "", row)

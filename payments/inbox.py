@@ -35,6 +35,7 @@ from payments.models import (
     GatewayEvent,
     PaymentMethod,
     PaymentMethodKind,
+    PaymentTransaction,
 )
 from payments.services import apply_gateway_event
 
@@ -207,22 +208,78 @@ def _store_unread(method: PaymentMethod, body: bytes, outcome: str, problem: str
 
 
 def _find_order(method: PaymentMethod, parsed: ParsedCallback) -> Order | None:
-    orders = Order.objects.all()
+    """
+    Return the order a callback is about, or None.
+
+    By its order number when it names one; else by any of the gateway's ids
+    it carries (the payment's, a charge's, a refund's) that the order table
+    or the ledger already holds for this method, so that a refund made in
+    the gateway's dashboard finds the order its payment belongs to.
+    """
     if parsed.order_number:
-        return orders.filter(number=parsed.order_number).first()
-    if parsed.order_reference:
-        return orders.filter(
-            payment_method=method, gateway_reference=parsed.order_reference
-        ).first()
-    return None
+        return Order.objects.filter(number=parsed.order_number).first()
+    names = _references(parsed)
+    if not names:
+        return None
+    order = Order.objects.filter(payment_method=method, gateway_reference__in=names).first()
+    if order is not None:
+        return order
+    order_id = (
+        PaymentTransaction.objects.filter(payment_method=method, reference__in=names)
+        .values_list("order_id", flat=True)
+        .first()
+    )
+    return Order.objects.filter(pk=order_id).first() if order_id else None
 
 
-def _finish(event: GatewayEvent, outcome: str, detail: str, order: Order | None = None) -> None:
+def _references(parsed: ParsedCallback) -> list[str]:
+    return [name for name in (parsed.order_reference, *parsed.references) if name]
+
+
+def _adopt_strays(method: PaymentMethod, parsed: ParsedCallback) -> None:
+    """
+    Process again the callbacks kept as not ours that name this payment.
+
+    A gateway may report a refund before the payment it belongs to: with no
+    order number and no known reference, it was answered as not ours and
+    kept. Once a callback ties the payment to an order, they are applied.
+    """
+    names = _references(parsed)
+    if parsed.fact is not None and parsed.fact.reference:
+        names.append(parsed.fact.reference)
+    if not names:
+        return
+    strays = GatewayEvent.objects.filter(
+        payment_method=method,
+        outcome=EventOutcome.IGNORED,
+        order__isnull=True,
+        kind="",
+        reference__in=names,
+    ).order_by("received_at", "id")
+    for stray in strays:
+        GatewayEvent.objects.filter(pk=stray.pk, outcome=EventOutcome.IGNORED).update(
+            outcome=EventOutcome.RECEIVED
+        )
+        with audit_context(
+            reason=_("Gateway event %(id)s, kept as not ours, matched its order")
+            % {"id": stray.event_id}
+        ):
+            process_event(stray)
+
+
+def _finish(
+    event: GatewayEvent,
+    outcome: str,
+    detail: str,
+    order: Order | None = None,
+    *,
+    fields: tuple[str, ...] = (),
+) -> None:
     event.outcome = outcome
     event.detail = detail
     event.order = order if order is not None else event.order
     event.processed_at = timezone.now()
-    event.save(update_fields=["outcome", "detail", "order", "processed_at", "attempts"])
+    event.save(update_fields=["outcome", "detail", "order", "processed_at", "attempts", *fields])
 
 
 def _mark_after_rollback(event: GatewayEvent, outcome: str, detail: str) -> None:
@@ -262,9 +319,19 @@ def process_event(event: GatewayEvent) -> CallbackResponse:
                 _finish(row, EventOutcome.IGNORED, detail)
                 return CallbackResponse(200, {"status": "ignored", "reason": detail}, row)
             order = _find_order(method, parsed)
+            if order is None and not parsed.order_number:
+                # Not ours: no order number, and no id this store has seen. Kept
+                # under the payment's id in case a later callback ties it to one.
+                detail = _(
+                    "No order of this store knows this payment (no order number, no known "
+                    "reference); kept in case a later event ties it to an order."
+                )
+                row.reference = next(iter(_references(parsed)), "")
+                _finish(row, EventOutcome.IGNORED, detail, fields=("reference",))
+                return CallbackResponse(200, {"status": "ignored", "reason": detail}, row)
             if order is None:
                 detail = _("No order %(order)s (yet); the event can be replayed.") % {
-                    "order": parsed.order_number or parsed.order_reference or "?"
+                    "order": parsed.order_number
                 }
                 _finish(row, EventOutcome.UNMATCHED, detail)
                 return CallbackResponse(404, {"error": detail}, row)
@@ -289,11 +356,16 @@ def process_event(event: GatewayEvent) -> CallbackResponse:
         return _error(500, _("Processing failed; the event is stored and will be replayed."), event)
 
     if result.outcome == EventOutcome.APPLIED:
+        _adopt_strays(row.payment_method, parsed)
         return CallbackResponse(
             200, {"status": "applied", "order_status": result.order.status}, row
         )
     if result.outcome == EventOutcome.DUPLICATE:
         return CallbackResponse(200, {"status": "duplicate"}, row)
+    if result.outcome == EventOutcome.STALE:
+        return CallbackResponse(200, {"status": "stale"}, row)
+    if result.outcome == EventOutcome.CONFLICT:
+        return CallbackResponse(200, {"status": "conflict", "reason": result.reason}, row)
     return CallbackResponse(200, {"status": "ignored", "reason": result.reason}, row)
 
 

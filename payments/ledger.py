@@ -21,11 +21,14 @@ from orders.models import Order
 from payments.exceptions import InvalidPaymentEvent
 from payments.models import GatewayEvent, PaymentTransaction, TransactionKind
 
-RUNNING_TOTAL = {
-    TransactionKind.CAPTURE: "captured_amount",
-    TransactionKind.REFUND: "refunded_amount",
+RUNNING_TOTAL: dict[str, tuple[str, int]] = {
+    TransactionKind.CAPTURE: ("captured_amount", +1),
+    TransactionKind.REFUND: ("refunded_amount", +1),
+    TransactionKind.REFUND_REVERSAL: ("refunded_amount", -1),
+    TransactionKind.DISPUTE: ("disputed_amount", +1),
+    TransactionKind.DISPUTE_REVERSAL: ("disputed_amount", -1),
 }
-"""Which running total of the order a row of each money-moving kind adds to."""
+"""Which running total of the order a row of each money-moving kind changes, and how."""
 
 
 def record_transaction(
@@ -71,13 +74,19 @@ def record_transaction(
             payment_method_id=order.payment_method_id, kind=kind, reference=reference
         )
         return existing, False
-    total_field = RUNNING_TOTAL.get(kind)
+    total_field, sign = RUNNING_TOTAL.get(kind, ("", 0))
     if total_field:
         # Keep the order's running total in step with the ledger, in the same
         # transaction. update() writes no history row: money moving without a
         # status change is in the ledger, not in the status history.
         # The caller holds the row lock, so the value read with it is current.
-        new_total = money(getattr(order, total_field) + amount)
+        new_total = money(getattr(order, total_field) + sign * amount)
+        if new_total < 0:
+            # The callers check the balance first; the database refuses it too.
+            raise InvalidPaymentEvent(
+                _("Recording %(amount)s would take the order's %(total)s below zero.")
+                % {"amount": format_money(amount, order.currency), "total": total_field}
+            )
         if new_total >= STORAGE_LIMIT:
             # Raised inside the caller's transaction: the ledger row goes too.
             raise InvalidPaymentEvent(

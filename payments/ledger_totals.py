@@ -1,7 +1,7 @@
 """
 Check the orders' running totals against the ledger.
 
-``Order.captured_amount`` and ``Order.refunded_amount`` are kept in step with
+``Order.captured_amount``, ``refunded_amount`` and ``disputed_amount`` are kept in step with
 the ledger by ``payments.ledger.record_transaction``. Any other write to
 them (a whole-row save of a stale order, a hand-edited row) makes the money
 checks and the attention filter read wrong numbers; this finds such orders.
@@ -29,16 +29,23 @@ class TotalsMismatch:
     ledger_captured: Decimal
     refunded: Decimal
     ledger_refunded: Decimal
+    disputed: Decimal
+    ledger_disputed: Decimal
 
     def __str__(self) -> str:
         def money(amount: Decimal) -> str:
             return format_money(amount, self.currency)
 
-        return (
+        line = (
             f"{self.number}: captured {money(self.captured)}, "
             f"ledger captures {money(self.ledger_captured)}; "
             f"refunded {money(self.refunded)}, ledger refunds {money(self.ledger_refunded)}"
         )
+        if self.disputed or self.ledger_disputed:
+            line += (
+                f"; disputed {money(self.disputed)}, ledger disputes {money(self.ledger_disputed)}"
+            )
+        return line
 
 
 def ledger_totals_mismatches(
@@ -53,7 +60,11 @@ def ledger_totals_mismatches(
     queryset = orders if orders is not None else Order.objects.all()
     rows = (
         queryset.with_ledger_sums()
-        .exclude(captured_amount=F("ledger_captured"), refunded_amount=F("ledger_refunded"))
+        .exclude(
+            captured_amount=F("ledger_captured"),
+            refunded_amount=F("ledger_refunded"),
+            disputed_amount=F("ledger_disputed"),
+        )
         .order_by("pk")
         .values_list(
             "number",
@@ -62,6 +73,8 @@ def ledger_totals_mismatches(
             "ledger_captured",
             "refunded_amount",
             "ledger_refunded",
+            "disputed_amount",
+            "ledger_disputed",
         )
     )
     for row in rows.iterator(chunk_size=chunk_size):

@@ -209,6 +209,7 @@ class PaymentTransaction(models.Model):
             ("capture_payment", _("Can capture payments through the gateway")),
             ("void_payment", _("Can void payments through the gateway")),
             ("refund_payment", _("Can refund payments through the gateway")),
+            ("record_offline_payment", _("Can record offline payments and refunds")),
         ]
 
     def __str__(self) -> str:
@@ -387,7 +388,9 @@ class RequestStatus(models.TextChoices):
     SUCCEEDED = "succeeded", _("Succeeded")
     """The gateway did it; its answer was applied to the ledger."""
     FAILED = "failed", _("Failed")
-    """The gateway refused; no money moved."""
+    """The gateway refused; no money moved. Should the gateway's answer for
+    the same key still arrive, it proves otherwise: the answer is applied and
+    the request becomes succeeded."""
 
 
 class RecordIsAppendOnly(Exception):
@@ -398,9 +401,27 @@ class PaymentRequestQuerySet(models.QuerySet):
     def pending(self) -> PaymentRequestQuerySet:
         return self.filter(status=RequestStatus.PENDING)
 
+    def unfinished(self) -> PaymentRequestQuerySet:
+        """
+        Requests whose money may still have to reach the ledger: pending ones,
+        and failed ones whose gateway answer (proof that money moved) arrived
+        after they were marked failed and is not applied yet.
+        """
+        return self.filter(
+            Q(status=RequestStatus.PENDING)
+            | Q(status=RequestStatus.FAILED, answered_at__isnull=False)
+        )
+
+    def unclaimed(self) -> PaymentRequestQuerySet:
+        """Requests no process is working on: never claimed, or the claim has lapsed."""
+        return self.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=timezone.now()))
+
     def stuck(self, older_than: timedelta) -> PaymentRequestQuerySet:
-        """Pending requests recorded more than ``older_than`` ago: their process died."""
-        return self.pending().filter(created_at__lte=timezone.now() - older_than)
+        """
+        Unfinished requests recorded more than ``older_than`` ago that no
+        process is working on: their process died or gave up.
+        """
+        return self.unfinished().unclaimed().filter(created_at__lte=timezone.now() - older_than)
 
 
 class PaymentRequest(models.Model):
@@ -473,6 +494,16 @@ class PaymentRequest(models.Model):
         verbose_name=_("ledger entry"),
     )
     completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
+    claimed_until = models.DateTimeField(
+        _("claimed until"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "A process is sending the request or applying its answer until then; "
+            "recovery leaves it alone meanwhile."
+        ),
+    )
 
     objects = PaymentRequestQuerySet.as_manager()
 

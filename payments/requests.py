@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -30,6 +31,12 @@ from payments.models import PaymentRequest, PaymentTransaction, RequestStatus
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
+CLAIM_LEASE = timedelta(minutes=5)
+"""How long a process may work on a request before recovery may take it over.
+Far longer than one gateway call can last: the Stripe client gives up after
+5 s to connect and 20 s to read, and retries twice, so about 80 s at worst.
+A process that stops without releasing its claim delays recovery this long."""
+
 
 def new_token() -> str:
     """Return a token for one staff intent, to be issued with the form that submits it."""
@@ -45,9 +52,11 @@ def clean_token(token: str) -> str:
 
 def pending_amount(order: Order, action: str) -> Decimal:
     """Return the money of ``action`` requests for the order still in flight."""
-    total = PaymentRequest.objects.filter(
-        order=order, action=action, status=RequestStatus.PENDING
-    ).aggregate(total=Sum("amount"))["total"]
+    total = (
+        PaymentRequest.objects.unfinished()
+        .filter(order=order, action=action)
+        .aggregate(total=Sum("amount"))["total"]
+    )
     return money(total)
 
 
@@ -113,9 +122,10 @@ def record_request(
     reason: str,
 ) -> PaymentRequest:
     """
-    Record a pending request; the caller holds the order lock.
+    Record a pending request, claimed by the caller; the caller holds the order lock.
 
-    The caller's transaction must commit before the gateway is called. The
+    The caller's transaction must commit before the gateway is called, and
+    the caller releases the claim once it is done with the request. The
     unique token is the last word when the same token races on two orders.
     """
     request = PaymentRequest(
@@ -129,6 +139,7 @@ def record_request(
         requested_by=user if user is not None and user.is_authenticated else None,
         channel=channel,
         reason=reason,
+        claimed_until=timezone.now() + CLAIM_LEASE,
     )
     try:
         with transaction.atomic():
@@ -152,17 +163,58 @@ def outbound(request: PaymentRequest, *, order_number: str) -> OutboundRequest:
     )
 
 
+def claim(request: PaymentRequest) -> bool:
+    """
+    Claim an unfinished request no other process is working on; return whether it was.
+
+    One conditional UPDATE decides, so of two processes claiming the same
+    request at once only one gets it, on any database. The claim lasts
+    CLAIM_LEASE; ``release`` ends it sooner.
+    """
+    until = timezone.now() + CLAIM_LEASE
+    claimed = (
+        PaymentRequest.objects.filter(pk=request.pk)
+        .unfinished()
+        .unclaimed()
+        .update(claimed_until=until)
+    )
+    if claimed:
+        request.claimed_until = until
+    return bool(claimed)
+
+
+def release(request: PaymentRequest) -> None:
+    """
+    End the caller's claim on a request.
+
+    A claim another process took over after the caller's lapsed is left alone.
+    """
+    if request.claimed_until is None:
+        return
+    PaymentRequest.objects.filter(pk=request.pk, claimed_until=request.claimed_until).update(
+        claimed_until=None
+    )
+    request.claimed_until = None
+
+
 def store_answer(request: PaymentRequest, answer: OutboundResult) -> None:
-    """Keep the gateway's answer, committed on its own, before it is applied."""
+    """
+    Keep the gateway's answer, committed on its own, before it is applied.
+
+    An answer is proof that money moved: it is kept even when the request
+    was marked failed meanwhile (``apply_answer`` then completes it). Only a
+    request that already has an answer keeps the one it has: the same
+    idempotency key always gets the same answer.
+    """
     if not (answer.reference or "").strip() or answer.amount is None or answer.amount <= 0:
         # Money may have moved all the same: the request stays pending.
         problem = _("The gateway's answer has no reference or no amount; nothing was recorded.")
         note(request, problem)
         raise InvalidPaymentEvent(problem)
     now = timezone.now()
-    PaymentRequest.objects.filter(
-        pk=request.pk, status=RequestStatus.PENDING, answered_at__isnull=True
-    ).update(answer_reference=answer.reference, answer_amount=answer.amount, answered_at=now)
+    PaymentRequest.objects.filter(pk=request.pk, answered_at__isnull=True).update(
+        answer_reference=answer.reference, answer_amount=answer.amount, answered_at=now
+    )
     request.answer_reference = answer.reference
     request.answer_amount = answer.amount
     request.answered_at = now
@@ -175,12 +227,17 @@ def note(request: PaymentRequest, detail: str) -> None:
 
 
 def mark_failed(request: PaymentRequest, detail: str) -> None:
-    """The gateway refused: no money moved."""
+    """
+    The gateway refused: no money moved.
+
+    A request whose answer is stored moved money; a refusal never fails it.
+    """
     now = timezone.now()
-    PaymentRequest.objects.filter(pk=request.pk, status=RequestStatus.PENDING).update(
-        status=RequestStatus.FAILED, detail=detail, completed_at=now
-    )
-    request.status, request.detail, request.completed_at = RequestStatus.FAILED, detail, now
+    failed = PaymentRequest.objects.filter(
+        pk=request.pk, status=RequestStatus.PENDING, answered_at__isnull=True
+    ).update(status=RequestStatus.FAILED, detail=detail, completed_at=now)
+    if failed:
+        request.status, request.detail, request.completed_at = RequestStatus.FAILED, detail, now
 
 
 def mark_succeeded(

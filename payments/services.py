@@ -8,6 +8,8 @@ Payment services: the verbs staff, callbacks and commands call.
   gateway to move money, as payment requests (``payments.staff_actions``);
   ``recover_payment_requests`` finishes those a stopped process left pending.
 - ``replay_gateway_event``: process a stored callback again (``payments.inbox``).
+- ``record_offline_payment``, ``record_offline_refund``: staff recording money
+  received or returned by cheque or wire (``payments.offline``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from typing import Any
 from django.utils.translation import gettext as _
 
 from orders.models import Order
+from payments import offline, staff_actions
 from payments import requests as payment_requests
-from payments import staff_actions
 from payments.exceptions import PaymentError
 from payments.facts import ApplyResult, apply_fact
 from payments.gateways.base import MoneyFact
@@ -109,3 +111,48 @@ def replay_gateway_event(gateway_event: GatewayEvent):
     from payments.inbox import replay_gateway_event as replay
 
     return replay(gateway_event)
+
+
+# -- money received or returned outside any gateway ----------------------------------
+
+
+def record_offline_payment(
+    order: Order, *, amount: Any, reference: str, user: Any, reason: str = ""
+) -> ApplyResult:
+    """
+    Record money received by cheque or wire for an order paid offline.
+
+    This is "mark as paid" for an offline order: a capture ledger row whose
+    reference is the cheque or transfer number, and the status the money
+    kept implies (Paid or Partially paid) through the same transition as a
+    gateway's capture. Money that the order's status does not allow
+    (Cancelled, Declined) is still recorded, is kept as an ignored fact and
+    flags the order. ``reason`` defaults to what was received; ``user=None``
+    is a trusted system channel.
+
+    The same reference again with the same amount is a duplicate: nothing
+    is recorded and the result says so. Raise PermissionDenied without
+    ``payments.record_offline_payment``; PaymentError for an online order, a
+    missing or unusable reference, a bad amount, an amount above what is
+    outstanding, or a reference already recorded with another amount or for
+    another order.
+    """
+    return offline.record_payment(
+        order, amount=amount, reference=reference, user=user, reason=reason
+    )
+
+
+def record_offline_refund(
+    order: Order, *, amount: Any, reference: str, user: Any, reason: str
+) -> ApplyResult:
+    """
+    Record money returned by cheque or wire for an order paid offline.
+
+    A refund ledger row, and the status the money kept implies (Partially
+    paid, or Refunded when nothing is kept). Never beyond the refundable
+    balance (captured minus refunded). ``reason`` is required. Duplicates,
+    permission and errors work as for ``record_offline_payment``.
+    """
+    return offline.record_refund(
+        order, amount=amount, reference=reference, user=user, reason=reason
+    )

@@ -230,12 +230,18 @@ def send(payment_request: PaymentRequest, *, gateway: Gateway, user: Any) -> App
 
 
 def apply_answer(payment_request: PaymentRequest, *, user: Any) -> ApplyResult:
-    """Apply a request's stored answer and complete the request, in one transaction."""
+    """
+    Apply a request's stored answer and complete the request, in one transaction.
+
+    A request marked failed meanwhile (a refusal seen by another process) is
+    applied all the same: the gateway's answer proves the money moved.
+    """
     with transaction.atomic():
         # The order first, then the request: the lock order of every path.
         locked = Order.objects.lock(payment_request.order_id)
         current = PaymentRequest.objects.select_for_update().get(pk=payment_request.pk)
-        if current.status != RequestStatus.PENDING:
+        failed_earlier = current.status == RequestStatus.FAILED and current.answered_at is not None
+        if current.status != RequestStatus.PENDING and not failed_earlier:
             return ApplyResult(
                 EventOutcome.DUPLICATE,
                 locked,
@@ -249,7 +255,14 @@ def apply_answer(payment_request: PaymentRequest, *, user: Any) -> ApplyResult:
             currency=current.currency,
         )
         result = apply_fact(locked, fact, user=user)
-        payment_requests.mark_succeeded(current, row=result.transaction, detail=result.reason)
+        detail = result.reason
+        if failed_earlier:
+            earlier = _(
+                "It was marked failed earlier (%(detail)s), but the gateway's answer "
+                "shows the money moved."
+            ) % {"detail": current.detail}
+            detail = f"{earlier} {detail}".strip()
+        payment_requests.mark_succeeded(current, row=result.transaction, detail=detail)
     payment_request.status = current.status
     payment_request.transaction = current.transaction
     payment_request.completed_at = current.completed_at
@@ -261,9 +274,13 @@ def run(
 ) -> ApplyResult:
     payment_request, gateway = submit(order, action, amount, user=user, reason=reason, token=token)
     # The gateway call happens outside the row lock: a slow gateway must not
-    # block callbacks for the order.
-    with audit_context(channel=payment_request.channel, user=user, reason=reason):
-        return send(payment_request, gateway=gateway, user=user)
+    # block callbacks for the order. The request is claimed from the moment
+    # it is recorded, so recovery never sends it while this process does.
+    try:
+        with audit_context(channel=payment_request.channel, user=user, reason=reason):
+            return send(payment_request, gateway=gateway, user=user)
+    finally:
+        payment_requests.release(payment_request)
 
 
 # -- recovering interrupted requests -------------------------------------------------
@@ -304,9 +321,11 @@ def recover(*, older_than: timedelta, dry_run: bool = False) -> RecoverySummary:
     A stored answer is applied without calling the gateway; without one, the
     gateway is asked again with the request's own idempotency key, which
     gives the same answer, and that is applied. Either way the ledger records
-    the money once. Requests younger than ``older_than`` may still be in
-    flight and are left alone. ``dry_run`` says what would be done, and does
-    nothing.
+    the money once. Requests younger than ``older_than`` are left alone, and
+    so is any request another process has claimed (the staff action still
+    waiting for the gateway, another recovery), whatever its age: each
+    request is claimed before it is touched. ``dry_run`` says what would be
+    done, and does nothing.
     """
     stuck = (
         PaymentRequest.objects.stuck(older_than)
@@ -317,6 +336,26 @@ def recover(*, older_than: timedelta, dry_run: bool = False) -> RecoverySummary:
 
 
 def _recover(payment_request: PaymentRequest, *, dry_run: bool) -> RecoveredRequest:
+    if dry_run:
+        return _resolve(payment_request, dry_run=True)
+    if not payment_requests.claim(payment_request):
+        status = PaymentRequest.objects.values_list("status", flat=True).get(pk=payment_request.pk)
+        return RecoveredRequest(
+            payment_request, status, _("left alone: another process is working on it")
+        )
+    try:
+        # What the list said may be stale: another process may have stored an
+        # answer before this claim.
+        payment_request.refresh_from_db(
+            fields=["status", "answer_reference", "answer_amount", "answered_at", "detail"]
+        )
+        return _resolve(payment_request, dry_run=False)
+    finally:
+        payment_requests.release(payment_request)
+
+
+def _resolve(payment_request: PaymentRequest, *, dry_run: bool) -> RecoveredRequest:
+    """Apply the stored answer or ask the gateway again; the caller holds the claim."""
     pending = RequestStatus.PENDING
     if payment_request.answered_at is not None:
         values = {"reference": payment_request.answer_reference}

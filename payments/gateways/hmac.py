@@ -60,8 +60,22 @@ EVENT_TYPES = {
     "payment.declined": FactKind.DECLINED,
     "payment.voided": FactKind.VOIDED,
     "payment.refunded": FactKind.REFUNDED,
+    # "transaction" names the refund that failed.
+    "payment.refund_failed": FactKind.REFUND_FAILED,
+    # "transaction" names the dispute; "amount" is what was withdrawn.
+    "payment.disputed": FactKind.DISPUTE_OPENED,
+    # "amount", when given, is what was reinstated.
+    "payment.dispute_won": FactKind.DISPUTE_WON,
+    "payment.dispute_lost": FactKind.DISPUTE_LOST,
 }
-MONEY_TYPES = {"payment.captured", "payment.refunded"}
+MONEY_TYPES = {"payment.captured", "payment.refunded", "payment.disputed"}
+"""Types that need an amount."""
+REFERENCED_TYPES = MONEY_TYPES | {
+    "payment.refund_failed",
+    "payment.dispute_won",
+    "payment.dispute_lost",
+}
+"""Types that need a transaction (the movement, refund or dispute they are about)."""
 
 
 @sensitive_variables("secret")
@@ -147,7 +161,7 @@ class HmacGateway:
             data.get("transaction"),
             "transaction",
             max_length=MAX_REFERENCE_LENGTH,
-            required=event_type in MONEY_TYPES,
+            required=event_type in REFERENCED_TYPES,
         )
         fact = MoneyFact(
             kind=EVENT_TYPES[event_type],

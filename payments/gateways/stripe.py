@@ -111,21 +111,8 @@ class StripeGateway:
             )
         try:
             answer = call(*args, api_key=credentials.strip(), **params)
-        except (stripe.APIConnectionError, stripe.APIError) as exc:
-            if isinstance(exc, stripe.APIError) and (exc.http_status or 500) < 500:
-                raise GatewayError(_error_message(action, exc, credentials)) from None
-            # A timeout or a server error (Stripe documents 5xx results as
-            # indeterminate) may come after Stripe acted: not a refusal. The
-            # same idempotency key asked again later gives Stripe's real answer.
-            raise GatewayNoAnswer(
-                _(
-                    "Stripe did not answer the %(action)s; it may have gone through. "
-                    "It will be asked again with the same idempotency key."
-                )
-                % {"action": action}
-            ) from None
         except stripe.StripeError as exc:
-            raise GatewayError(_error_message(action, exc, credentials)) from None
+            raise _gateway_error(action, exc, credentials) from None
         return answer.to_dict()
 
     @sensitive_variables("credentials")
@@ -197,6 +184,38 @@ def _answer_amount(answer: Mapping[str, Any], field: str, request: OutboundReque
         raise GatewayError(_("Stripe's answer has no %(field)s.") % {"field": field})
     currency = answer.get("currency") or request.currency
     return from_stripe_units(value, str(currency).upper())
+
+
+@sensitive_variables("credentials")
+def _gateway_error(action: str, exc: stripe.StripeError, credentials: str) -> GatewayError:
+    """Return what a library error means: a refusal (no money moved) or no answer."""
+    if isinstance(exc, stripe.IdempotencyError) or exc.http_status == 409:
+        # A conflict over the idempotency key: another request with the same
+        # key is still in progress (409, which the library raises as an
+        # APIError), or the key was used before (IdempotencyError). That other
+        # request decides whether money moves, so this is not a refusal.
+        return GatewayNoAnswer(
+            _(
+                "Stripe has another request with the same idempotency key, still in "
+                "progress or already made; the %(action)s may have gone through. It "
+                "will be asked again with the same key."
+            )
+            % {"action": action}
+        )
+    if isinstance(exc, stripe.APIConnectionError) or (
+        isinstance(exc, stripe.APIError) and (exc.http_status or 500) >= 500
+    ):
+        # A timeout or a server error (Stripe documents 5xx results as
+        # indeterminate) may come after Stripe acted: not a refusal. The
+        # same idempotency key asked again later gives Stripe's real answer.
+        return GatewayNoAnswer(
+            _(
+                "Stripe did not answer the %(action)s; it may have gone through. "
+                "It will be asked again with the same idempotency key."
+            )
+            % {"action": action}
+        )
+    return GatewayError(_error_message(action, exc, credentials))
 
 
 @sensitive_variables("credentials")

@@ -5,7 +5,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
-from orders.management.commands.seed_demo import DEFAULT_ORDERS, build_plan
+from orderflow.demo.plan import DEFAULT_ORDERS, build_plan
 from orders.models import Order, PaymentStatus
 from payments.models import GatewayEvent, PaymentMethod, PaymentTransaction
 

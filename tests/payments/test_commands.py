@@ -125,8 +125,10 @@ def test_admin_replay_and_acknowledge_actions_check_permissions(
     from django.urls import reverse
 
     post(client, body_for("LATE2", "payment.authorized"))
-    cancelled = make_order(S.CANCELLED)
-    post(client, body_for(cancelled.number, "payment.declined"))
+    late = GatewayEvent.objects.get(outcome="unmatched")
+    # A second authorization of an authorized order: ignored, the order flagged.
+    held = make_order(S.AUTHORIZED)
+    post(client, body_for(held.number, "payment.authorized", transaction="tx_second_hold"))
     url = reverse("admin:payments_gatewayevent_changelist")
     ids = [str(pk) for pk in GatewayEvent.objects.values_list("pk", flat=True)]
 
@@ -140,7 +142,7 @@ def test_admin_replay_and_acknowledge_actions_check_permissions(
         assert refused.status_code == 200
         assert f'value="{action}"' not in refused.text
     assert not GatewayEvent.objects.filter(acknowledged_at__isnull=False).exists()
-    assert GatewayEvent.objects.get(event_type="payment.authorized").attempts == 1
+    assert GatewayEvent.objects.get(pk=late.pk).attempts == 1
 
     client.force_login(admin_user)
     place_order(number="LATE2", total="20.00", currency="USD", payment_method=online_method)
@@ -148,8 +150,8 @@ def test_admin_replay_and_acknowledge_actions_check_permissions(
         done = client.post(url, {"action": action, "_selected_action": ids})
         assert (done.status_code, done.url) == (302, url)
 
-    assert GatewayEvent.objects.get(event_type="payment.authorized").outcome == "applied"
-    cancelled.refresh_from_db()
-    assert not cancelled.needs_attention
-    ack = GatewayEvent.objects.get(event_type="payment.declined")
+    assert GatewayEvent.objects.get(pk=late.pk).outcome == "applied"
+    held.refresh_from_db()
+    assert not held.needs_attention
+    ack = GatewayEvent.objects.get(reference="tx_second_hold")
     assert ack.acknowledged_by == admin_user

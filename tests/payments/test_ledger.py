@@ -240,8 +240,8 @@ def test_overpayment_needs_attention(make_order):
 
 @pytest.mark.django_db
 def test_acknowledging_an_ignored_event_clears_attention(make_order):
-    order = make_order(S.CANCELLED)
-    apply_gateway_event(order, event("declined"))
+    order = make_order(S.AUTHORIZED)
+    apply_gateway_event(order, event("authorized"))  # a second hold: not allowed
     assert order.needs_attention
 
     GatewayEvent.objects.filter(order=order).update(acknowledged_at=timezone.now())

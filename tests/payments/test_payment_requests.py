@@ -17,6 +17,7 @@ import payments.services
 import payments.staff_actions
 from orders.models import Order
 from orders.models import PaymentStatus as S
+from payments import requests as payment_requests
 from payments.exceptions import (
     GatewayError,
     InvalidPaymentEvent,
@@ -469,6 +470,188 @@ def test_recovery_fails_a_request_the_gateway_refuses_when_asked_again(
     assert [r.status for r in summary.requests] == [RequestStatus.FAILED]
     assert "declined" in PaymentRequest.objects.get().detail
     assert refunds(order) == []
+
+
+@pytest.fixture
+def failed_meanwhile(monkeypatch, gateway_calls):
+    """While the gateway refunds, another process marks the request failed."""
+    answered = HmacGateway.refund  # the counting wrapper
+
+    def refund(self, request, *, credentials):
+        other = PaymentRequest.objects.get(order__number=request.order_number)
+        payment_requests.mark_failed(other, "Refused, as another process was told.")
+        return answered(self, request, credentials=credentials)
+
+    monkeypatch.setattr(HmacGateway, "refund", refund)
+
+
+def test_answer_for_a_request_marked_failed_meanwhile_is_recorded(make_order, failed_meanwhile):
+    order = make_order(S.PAID)
+
+    result = refund_payment(order, amount="100.00", user=None, reason="returned everything")
+
+    request = PaymentRequest.objects.get(order=order)
+    assert result.outcome == "applied"
+    assert request.status == RequestStatus.SUCCEEDED
+    assert "marked failed earlier (Refused, as another process was told.)" in request.detail
+    assert request.transaction == result.transaction
+    assert refunds(order) == [(request.answer_reference, Decimal("100.00"))]
+    order = reload(order)
+    assert (order.status, order.refunded_amount) == (S.REFUNDED, Decimal("100.00"))
+    with pytest.raises(PaymentError, match="Only a paid or partially paid order"):
+        refund_payment(order, amount="100.00", user=None, reason="again")
+    assert len(refunds(order)) == 1
+
+
+def test_recovery_applies_an_answer_stored_after_the_request_was_marked_failed(
+    make_order, gateway_calls, failed_meanwhile, apply_crashes_once
+):
+    order = make_order(S.PAID)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        refund_payment(order, amount="100.00", user=None, reason="returned everything")
+    request = PaymentRequest.objects.get(order=order)
+    assert (request.status, request.answer_amount) == (RequestStatus.FAILED, Decimal("100.00"))
+    # Money moved though the ledger does not show it yet: it is not offered again.
+    with pytest.raises(PaymentError, match="already being refunded"):
+        refund_payment(order, amount="100.00", user=None, reason="again")
+
+    summary = recover_payment_requests(older_than=timedelta(0))
+
+    assert [(r.request.pk, r.status) for r in summary.requests] == [
+        (request.pk, RequestStatus.SUCCEEDED)
+    ]
+    assert len(gateway_calls.calls) == 1  # the stored answer is applied, not asked again
+    assert refunds(order) == [(request.answer_reference, Decimal("100.00"))]
+    assert reload(order).refunded_amount == Decimal("100.00")
+    assert recover_payment_requests(older_than=timedelta(0)).requests == ()
+
+
+def test_a_refusal_never_fails_a_request_whose_answer_is_stored(make_order, apply_crashes_once):
+    with pytest.raises(RuntimeError):
+        refund_payment(make_order(S.PAID), amount="10.00", user=None, reason="x")
+    request = PaymentRequest.objects.get()
+
+    payment_requests.mark_failed(request, "Refused.")
+
+    request.refresh_from_db()
+    assert (request.status, request.detail) == (RequestStatus.PENDING, "")
+    assert recover_payment_requests(older_than=timedelta(0)).count(RequestStatus.SUCCEEDED) == 1
+
+
+def claim_for(request: PaymentRequest, seconds: int) -> None:
+    PaymentRequest.objects.filter(pk=request.pk).update(
+        claimed_until=timezone.now() + timedelta(seconds=seconds)
+    )
+
+
+def test_live_request_is_claimed_until_its_gateway_call_returns(make_order, monkeypatch):
+    order = make_order(S.PAID)
+    answer = HmacGateway.refund
+    seen = {}
+
+    def refund(self, request, *, credentials):
+        if not seen:
+            seen["recovery"] = None  # the calls recovery might make come here too
+            seen["recovery"] = recover_payment_requests(older_than=timedelta(0))
+            row = PaymentRequest.objects.get()
+            seen["claimed for"] = row.claimed_until - timezone.now()
+        return answer(self, request, credentials=credentials)
+
+    monkeypatch.setattr(HmacGateway, "refund", refund)
+
+    refund_payment(order, amount="10.00", user=None, reason="x")
+
+    assert seen["recovery"].requests == ()
+    # Longer than the Stripe client may wait: 3 tries of 5 s + 20 s.
+    assert seen["claimed for"] > timedelta(seconds=3 * (5 + 20))
+    request = PaymentRequest.objects.get()
+    assert (request.status, request.claimed_until) == (RequestStatus.SUCCEEDED, None)
+    assert len(refunds(order)) == 1
+
+
+def test_recovery_skips_a_claimed_request_and_takes_it_once_the_claim_lapsed(
+    make_order, gateway_calls, answer_lost
+):
+    order = make_order(S.PAID)
+    with pytest.raises(ConnectionResetError):
+        refund_payment(order, amount="10.00", user=None, reason="x")
+    request = PaymentRequest.objects.get()
+    assert request.claimed_until is None  # the live process let go when it gave up
+    claim_for(request, seconds=60)  # another process is working on it
+
+    assert recover_payment_requests(older_than=timedelta(0)).requests == ()
+    assert recover_payment_requests(older_than=timedelta(0), dry_run=True).requests == ()
+    assert len(gateway_calls.calls) == 1
+    assert PaymentRequest.objects.get().status == RequestStatus.PENDING
+
+    claim_for(request, seconds=-1)
+    summary = recover_payment_requests(older_than=timedelta(0))
+
+    assert [r.status for r in summary.requests] == [RequestStatus.SUCCEEDED]
+    assert gateway_calls.keys("refund") == [request.idempotency_key] * 2
+    assert len(refunds(order)) == 1
+    assert PaymentRequest.objects.get().claimed_until is None
+
+
+def test_two_recoveries_in_a_row_never_send_twice(
+    make_order, gateway_calls, answer_lost, monkeypatch
+):
+    order = make_order(S.PAID)
+    with pytest.raises(ConnectionResetError):
+        refund_payment(order, amount="10.00", user=None, reason="x")
+    asking = HmacGateway.refund
+    overlapping = {}
+
+    def refund(self, request, *, credentials):
+        if not overlapping:
+            # A second recovery starts while the first is asking the gateway.
+            overlapping["second"] = None
+            overlapping["second"] = recover_payment_requests(older_than=timedelta(0))
+        return asking(self, request, credentials=credentials)
+
+    monkeypatch.setattr(HmacGateway, "refund", refund)
+
+    first = recover_payment_requests(older_than=timedelta(0))
+    after = recover_payment_requests(older_than=timedelta(0))
+
+    assert [r.status for r in first.requests] == [RequestStatus.SUCCEEDED]
+    assert overlapping["second"].requests == ()
+    assert after.requests == ()
+    assert len(gateway_calls.calls) == 2  # the lost answer, then the first recovery
+    assert len(refunds(order)) == 1
+    assert reload(order).refunded_amount == Decimal("10.00")
+
+
+def test_recovery_leaves_a_request_claimed_after_it_was_listed(
+    make_order, gateway_calls, answer_lost, monkeypatch
+):
+    answer_lost["lost"] = 2
+    orders = [make_order(S.PAID), make_order(S.PAID)]
+    for order in orders:
+        with pytest.raises(ConnectionResetError):
+            refund_payment(order, amount="10.00", user=None, reason="x")
+    first, second = (PaymentRequest.objects.get(order=order) for order in orders)
+    asking = HmacGateway.refund
+
+    def refund(self, request, *, credentials):
+        claim_for(second, seconds=60)  # another process takes the second meanwhile
+        return asking(self, request, credentials=credentials)
+
+    monkeypatch.setattr(HmacGateway, "refund", refund)
+
+    summary = recover_payment_requests(older_than=timedelta(0))
+
+    assert [(r.request.pk, r.status) for r in summary.requests] == [
+        (first.pk, RequestStatus.SUCCEEDED),
+        (second.pk, RequestStatus.PENDING),
+    ]
+    assert "another process is working on it" in summary.requests[1].done
+    assert gateway_calls.keys("refund") == [
+        first.idempotency_key,
+        second.idempotency_key,
+        first.idempotency_key,
+    ]
+    assert refunds(orders[1]) == []
 
 
 # -- the recovery command -------------------------------------------------------------------

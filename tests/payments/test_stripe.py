@@ -392,7 +392,8 @@ def test_canceled_voids_an_authorized_order(client, method):
 
 
 @pytest.mark.django_db
-def test_event_not_allowed_from_the_status_is_ignored_but_its_money_recorded(client, method):
+def test_payment_after_a_decline_is_applied(client, method):
+    # payment_intent.payment_failed is not final: the customer may retry and pay.
     order = place(method, "pending")
     declined = payment_intent(order.gateway_reference, amount=10000, order_number=order.number)
     post(client, method, stripe_event("payment_intent.payment_failed", declined))
@@ -400,8 +401,24 @@ def test_event_not_allowed_from_the_status_is_ignored_but_its_money_recorded(cli
 
     response = post(client, method, stripe_event("payment_intent.succeeded", succeeded))
 
+    assert response.json() == {"status": "applied", "order_status": "paid"}
+    assert not reload(order).needs_attention
+    assert ledger(order, TransactionKind.CAPTURE) == [(order.gateway_reference, Decimal("100"))]
+
+
+@pytest.mark.django_db
+def test_capture_of_a_cancelled_order_is_ignored_but_its_money_recorded(client, method):
+    order = place(method, "pending")
+    canceled = payment_intent(
+        order.gateway_reference, amount=10000, status="canceled", order_number=order.number
+    )
+    post(client, method, stripe_event("payment_intent.canceled", canceled))
+    succeeded = {**canceled, "status": "succeeded", "amount_received": 10000}
+
+    response = post(client, method, stripe_event("payment_intent.succeeded", succeeded))
+
     assert response.json()["status"] == "ignored"
-    assert reload(order).status == S.DECLINED
+    assert reload(order).status == S.CANCELLED
     assert reload(order).needs_attention
     assert ledger(order, TransactionKind.CAPTURE) == [(order.gateway_reference, Decimal("100"))]
 
@@ -472,8 +489,10 @@ def test_order_is_found_by_payment_intent_without_an_order_number(client, method
 
 
 @pytest.mark.django_db
-def test_event_for_an_unknown_payment_intent_is_unmatched(client, method):
-    intent = payment_intent(stripe_id("pi"), amount=10000, amount_capturable=10000)
+def test_event_for_an_unknown_order_number_is_unmatched(client, method):
+    intent = payment_intent(
+        stripe_id("pi"), amount=10000, amount_capturable=10000, order_number="NOT-YET"
+    )
 
     response = post(
         client, method, stripe_event("payment_intent.amount_capturable_updated", intent)
@@ -481,6 +500,22 @@ def test_event_for_an_unknown_payment_intent_is_unmatched(client, method):
 
     assert response.status_code == 404
     assert GatewayEvent.objects.get().outcome == EventOutcome.UNMATCHED
+
+
+@pytest.mark.django_db
+def test_payment_this_store_never_created_is_200_ignored(client, method):
+    # Another integration on the same Stripe account: no order number, an id
+    # nobody here knows. A 404 would make Stripe retry it for days.
+    intent = payment_intent(stripe_id("pi"), amount=10000, amount_capturable=10000)
+
+    response = post(
+        client, method, stripe_event("payment_intent.amount_capturable_updated", intent)
+    )
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "ignored"
+    stored = GatewayEvent.objects.get()
+    assert (stored.outcome, stored.order) == (EventOutcome.IGNORED, None)
 
 
 @pytest.mark.django_db
@@ -866,6 +901,53 @@ def test_unanswered_refund_stays_pending_and_is_asked_again_with_its_key(method,
     [(refund_id, amount)] = ledger(order, TransactionKind.REFUND)
     assert (refund_id.startswith("re_"), amount) == (True, Decimal("25.00"))
     assert reload(order).status == S.PARTIALLY_PAID
+
+
+IN_PROGRESS = (
+    "There is currently another in-progress request using this Idempotent Key (that "
+    "probably means you submitted twice, and the other request is still going through): "
+    "orderflow:request:x. Please try again later."
+)
+OTHER_PARAMETERS = (
+    "Keys for idempotent requests can only be used with the same parameters they were "
+    "first used with. Try using a key other than 'orderflow:request:x' if you meant to "
+    "execute a different request."
+)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("status", "message"),
+    # A 409 reaches orderflow as stripe.APIError, a 400 as stripe.IdempotencyError.
+    [(409, IN_PROGRESS), (400, OTHER_PARAMETERS)],
+    ids=["409-in-progress", "400-idempotency-error"],
+)
+def test_idempotency_key_conflict_is_not_a_refusal(method, stripe_api, status, message):
+    order = paid_order(method)
+    stripe_api.failure = (status, {"error": {"type": "idempotency_error", "message": message}})
+
+    with pytest.raises(GatewayNoAnswer, match="same idempotency key") as caught:
+        refund_payment(order, amount=Decimal("100.00"), user=None, reason="Returned everything")
+
+    assert caught.value.__suppress_context__
+    request = PaymentRequest.objects.get(order=order)
+    assert (request.status, request.completed_at) == (RequestStatus.PENDING, None)
+    assert "may have gone through" in request.detail
+    assert ledger(order, TransactionKind.REFUND) == []
+    # The other request with this key may be moving the money: not offered again.
+    with pytest.raises(PaymentError, match="already being refunded"):
+        refund_payment(order, amount=Decimal("100.00"), user=None, reason="Again")
+
+    stripe_api.failure = None
+    summary = recover_payment_requests(older_than=timedelta(0))
+
+    assert [r.status for r in summary.requests] == [RequestStatus.SUCCEEDED]
+    assert {sent.headers["Idempotency-Key"] for sent in stripe_api.sent} == {
+        request.idempotency_key
+    }
+    [(_refund_id, amount)] = ledger(order, TransactionKind.REFUND)
+    assert amount == Decimal("100.00")
+    assert reload(order).status == S.REFUNDED
 
 
 @pytest.mark.django_db

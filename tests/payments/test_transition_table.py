@@ -1,4 +1,4 @@
-"""Section 5: every (status, gateway event) pair, allowed or not."""
+"""Sections 5 and 5a: every (status, gateway fact) pair: applied, stale or ignored."""
 
 from decimal import Decimal
 
@@ -11,8 +11,8 @@ from tests.factories import event
 
 ALL_EVENTS = ["authorized", "captured", "declined", "voided", "refunded"]
 
-# (status, event) -> status after the event; pairs not listed are not allowed.
-# Money events use the full amount here; partial amounts are tested below.
+# (status, event) -> status after the event. Money events use the full amount
+# here; partial amounts are tested below.
 ALLOWED = {
     (S.AWAITING_PAYMENT, "authorized"): S.AUTHORIZED,
     (S.AWAITING_PAYMENT, "captured"): S.PAID,
@@ -23,6 +23,19 @@ ALLOWED = {
     (S.AUTHORIZED, "voided"): S.CANCELLED,
     (S.PAID, "refunded"): S.REFUNDED,
     (S.PARTIALLY_PAID, "refunded"): S.REFUNDED,
+    # 5a: a decline is not final; the customer may retry and pay.
+    (S.DECLINED, "authorized"): S.AUTHORIZED,
+    (S.DECLINED, "captured"): S.PAID,
+    # 5a: a checkout abandoned before any authorization is cancelled, no void.
+    (S.AWAITING_PAYMENT, "voided"): S.CANCELLED,
+    (S.DECLINED, "voided"): S.CANCELLED,
+}
+# 5a: older than what the order knows (money captured, or the gateway already
+# cancelled the payment): changes nothing, records nothing, needs nobody.
+STALE = {
+    (status, kind)
+    for status in (S.PARTIALLY_PAID, S.PAID, S.REFUNDED, S.CANCELLED)
+    for kind in ("authorized", "declined", "voided")
 }
 
 PAIRS = [(status, kind) for status in S.values for kind in ALL_EVENTS]
@@ -49,7 +62,27 @@ def test_allowed_event_moves_status(make_order, status, kind):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("status", "kind"), [p for p in PAIRS if p not in ALLOWED])
+@pytest.mark.parametrize(("status", "kind"), [p for p in PAIRS if p in STALE])
+def test_stale_event_changes_nothing_and_needs_nobody(make_order, status, kind):
+    order = make_order(status)
+    ledger_before = PaymentTransaction.objects.filter(order=order).count()
+    history_before = order.history.count()
+
+    result = apply_gateway_event(order, event(kind))
+
+    order.refresh_from_db()
+    assert result.outcome == EventOutcome.STALE
+    assert result.reason
+    assert order.status == status
+    assert order.history.count() == history_before
+    assert PaymentTransaction.objects.filter(order=order).count() == ledger_before
+    assert not order.needs_attention
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("status", "kind"), [p for p in PAIRS if p not in ALLOWED and p not in STALE]
+)
 def test_event_not_allowed_keeps_status_and_flags_order(make_order, status, kind):
     order = make_order(status)
     ledger_before = PaymentTransaction.objects.filter(order=order).count()
