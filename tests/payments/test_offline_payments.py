@@ -310,10 +310,8 @@ def test_a_refund_with_a_bad_amount_is_refused(offline_order, bookkeeper, amount
 # -- the status table decides ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("status", [S.CANCELLED, S.DECLINED])
-def test_money_for_a_cancelled_or_declined_order_is_kept_and_flags_it(
-    offline_order, bookkeeper, status
-):
+def test_money_for_a_cancelled_order_is_kept_and_flags_it(offline_order, bookkeeper):
+    status = S.CANCELLED
     order = override_status(offline_order(), status, user=None, reason="Customer gave up")
 
     result = record_offline_payment(order, amount="100", reference="123", user=bookkeeper)
@@ -326,6 +324,18 @@ def test_money_for_a_cancelled_or_declined_order_is_kept_and_flags_it(
     assert order.needs_attention
     event = GatewayEvent.objects.get(order=order)
     assert (event.outcome, event.reference, event.amount) == ("ignored", "123", Decimal("100"))
+
+
+def test_money_for_a_declined_order_pays_it(offline_order, bookkeeper):
+    # A decline is not final (5a): money that arrives afterwards is a payment.
+    order = override_status(offline_order(), S.DECLINED, user=None, reason="Card refused")
+
+    result = record_offline_payment(order, amount="100", reference="123", user=bookkeeper)
+
+    assert result.outcome == "applied"
+    order = reload(order)
+    assert (order.status, order.needs_attention) == (S.PAID, False)
+    assert ledger(order) == [Decimal("100.000")]
 
 
 # -- who may, and what the history says --------------------------------------------------
