@@ -164,11 +164,19 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
 
     @admin.display(description=_("money"))
     def money_summary(self, obj: Order):
+        if obj.disputed_amount:
+            return format_html(
+                "{} captured, {} refunded, {} withdrawn for a dispute, {} kept",
+                format_money(obj.captured_amount, obj.currency),
+                format_money(obj.refunded_amount, obj.currency),
+                format_money(obj.disputed_amount, obj.currency),
+                format_money(obj.kept_amount, obj.currency),
+            )
         return format_html(
             "{} captured, {} refunded, {} kept",
             format_money(obj.captured_amount, obj.currency),
             format_money(obj.refunded_amount, obj.currency),
-            format_money(obj.net_paid_amount, obj.currency),
+            format_money(obj.kept_amount, obj.currency),
         )
 
     @admin.display(description=_("needs attention"))

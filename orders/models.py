@@ -193,7 +193,13 @@ class OrderQuerySet(models.QuerySet):
 
     def with_attention_inputs(self) -> OrderQuerySet:
         """Annotate what the attention rules read besides the order's own columns."""
-        from payments.models import EventOutcome, GatewayEvent, PaymentTransaction, TransactionKind
+        from payments.models import (
+            LOST_DISPUTE_KIND,
+            EventOutcome,
+            GatewayEvent,
+            PaymentTransaction,
+            TransactionKind,
+        )
 
         def has(kind: str) -> Exists:
             return Exists(PaymentTransaction.objects.filter(order=OuterRef("pk"), kind=kind))
@@ -216,7 +222,7 @@ class OrderQuerySet(models.QuerySet):
             has_conflicting_event=has_event(events.awaiting_acknowledgement(EventOutcome.CONFLICT)),
             has_unfinished_event=has_event(events.unfinished()),
             has_unacknowledged_dispute_loss=has_event(
-                events.filter(kind="dispute_lost", acknowledged_at__isnull=True)
+                events.filter(kind=LOST_DISPUTE_KIND, acknowledged_at__isnull=True)
             ),
         )
 

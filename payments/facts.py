@@ -314,6 +314,32 @@ def _apply_waiting_for(order: Order, reference: str) -> None:
         _apply_waiting(order, waiting, note)
 
 
+def _record(
+    order: Order,
+    kind: str,
+    amount: Decimal,
+    reference: str,
+    gateway_event: GatewayEvent | None,
+) -> tuple[PaymentTransaction, bool]:
+    """Write a ledger row whose reference the caller has just looked for."""
+    return record_transaction(
+        order=order,
+        kind=kind,
+        amount=amount,
+        reference=reference,
+        gateway_event=gateway_event,
+        checked=True,
+    )
+
+
+def _follow(order: Order, transition, **kwargs: Any) -> None:
+    """Run a gateway transition and save the status if it moved."""
+    old = order.status
+    transition(**kwargs)
+    if order.status != old:
+        order.save_status()
+
+
 def _existing(order: Order, ledger_kind: str, reference: str) -> PaymentTransaction | None:
     return PaymentTransaction.objects.filter(
         payment_method_id=order.payment_method_id, kind=ledger_kind, reference=reference
@@ -395,24 +421,15 @@ def _apply_locked(
     ):
         if not order.transactions.filter(kind=TransactionKind.AUTHORIZATION).exists():
             # An abandoned checkout: nothing was held, so there is nothing to void.
-            order.cancel_checkout()
-            order.save_status()
+            _follow(order, order.cancel_checkout)
             return ApplyResult(
                 EventOutcome.APPLIED,
                 order,
                 _("The gateway cancelled a payment that was never authorized; no void recorded."),
             )
         # A hold followed by a decline: the release of that hold is a void.
-        row, _created = record_transaction(
-            order=order,
-            kind=TransactionKind.VOID,
-            amount=amount,
-            reference=reference,
-            gateway_event=gateway_event,
-            checked=True,
-        )
-        order.cancel_checkout()
-        order.save_status()
+        row, _created = _record(order, TransactionKind.VOID, amount, reference, gateway_event)
+        _follow(order, order.cancel_checkout)
         return ApplyResult(EventOutcome.APPLIED, order, "", row)
 
     captured, refunded = order.captured_amount, order.refunded_amount
@@ -434,14 +451,7 @@ def _apply_locked(
 
     transition = getattr(order, TRANSITION[fact.kind])
     allowed = can_proceed(transition)
-    row, created = record_transaction(
-        order=order,
-        kind=ledger_kind,
-        amount=amount,
-        reference=reference,
-        gateway_event=gateway_event,
-        checked=True,
-    )
+    row, created = _record(order, ledger_kind, amount, reference, gateway_event)
     if not created:  # recorded meanwhile for another order with the same reference
         return _already_recorded(order, row, amount)
     if not allowed:
@@ -456,15 +466,12 @@ def _apply_locked(
             row,
         )
 
-    old = order.status
     if fact.kind == FactKind.CAPTURED:
-        transition(net_paid=captured + amount - refunded)
+        _follow(order, transition, net_paid=captured + amount - refunded)
     elif fact.kind == FactKind.REFUNDED:
-        transition(net_paid=captured - refunded - amount)
+        _follow(order, transition, net_paid=captured - refunded - amount)
     else:
-        transition()
-    if order.status != old:
-        order.save_status()
+        _follow(order, transition)
     return ApplyResult(EventOutcome.APPLIED, order, "", row)
 
 
@@ -492,13 +499,8 @@ def _apply_refund_failure(
         )
     if amount is not None and amount != refund.amount:
         return _already_recorded(order, refund, amount)
-    row, created = record_transaction(
-        order=order,
-        kind=TransactionKind.REFUND_REVERSAL,
-        amount=refund.amount,
-        reference=reference,
-        gateway_event=gateway_event,
-        checked=True,
+    row, created = _record(
+        order, TransactionKind.REFUND_REVERSAL, refund.amount, reference, gateway_event
     )
     if not created:
         return _already_recorded(order, row, refund.amount)
@@ -513,10 +515,7 @@ def _apply_refund_failure(
             % {"status": PaymentStatus(order.status).label},
             row,
         )
-    old = order.status
-    order.reverse_refund(net_paid=order.net_paid_amount)
-    if order.status != old:
-        order.save_status()
+    _follow(order, order.reverse_refund, net_paid=order.net_paid_amount)
     return ApplyResult(EventOutcome.APPLIED, order, "", row)
 
 
@@ -553,14 +552,7 @@ def _apply_dispute(
                     % {"amount": format_money(amount, order.currency), "reference": reference},
                     deferred=True,
                 )
-            row, _created = record_transaction(
-                order=order,
-                kind=ledger_kind,
-                amount=amount,
-                reference=reference,
-                gateway_event=gateway_event,
-                checked=True,
-            )
+            row, _created = _record(order, ledger_kind, amount, reference, gateway_event)
     after = DISPUTE_STATUS_AFTER.get(fact.kind)
     closed = order.dispute_status in (DisputeStatus.WON, DisputeStatus.LOST)
     if after is not None and after != order.dispute_status:

@@ -28,7 +28,6 @@ from payments.exceptions import InvalidPaymentEvent, PaymentError
 from payments.gateways.base import MalformedCallback, ParsedCallback, SignatureError, shown
 from payments.gateways.registry import get_gateway
 from payments.models import (
-    ACKNOWLEDGEABLE_OUTCOMES,
     FINAL_OUTCOMES,
     REPLAYABLE_OUTCOMES,
     EventOutcome,
@@ -381,7 +380,5 @@ def replay_gateway_event(event: GatewayEvent) -> CallbackResponse:
 
 
 def acknowledge_events(events, *, user: Any) -> int:
-    """Mark ignored or conflicting events as seen by staff; their orders stop needing attention."""
-    return events.filter(outcome__in=ACKNOWLEDGEABLE_OUTCOMES, acknowledged_at__isnull=True).update(
-        acknowledged_at=timezone.now(), acknowledged_by=user
-    )
+    """Mark events that flag their order as seen by staff; the order stops needing attention."""
+    return events.acknowledgeable().update(acknowledged_at=timezone.now(), acknowledged_by=user)

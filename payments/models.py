@@ -263,6 +263,8 @@ REPLAYABLE_OUTCOMES = frozenset(
 )
 ACKNOWLEDGEABLE_OUTCOMES = frozenset({EventOutcome.IGNORED, EventOutcome.CONFLICT})
 """Outcomes that flag their order until staff acknowledge them."""
+LOST_DISPUTE_KIND = "dispute_lost"
+"""A lost dispute flags its order until staff acknowledge the event that reported it."""
 
 STUCK_AFTER = timedelta(minutes=5)
 """An event still ``received`` after this long was left behind by a dead process."""
@@ -272,6 +274,13 @@ class GatewayEventQuerySet(models.QuerySet):
     def awaiting_acknowledgement(self, outcome: str) -> GatewayEventQuerySet:
         """Events with ``outcome`` that staff have not acknowledged yet."""
         return self.filter(outcome=outcome, acknowledged_at__isnull=True)
+
+    def acknowledgeable(self) -> GatewayEventQuerySet:
+        """Events that flag their order until staff acknowledge them."""
+        return self.filter(
+            Q(outcome__in=ACKNOWLEDGEABLE_OUTCOMES) | Q(kind=LOST_DISPUTE_KIND),
+            acknowledged_at__isnull=True,
+        )
 
     def ignored_facts(self) -> GatewayEventQuerySet:
         """

@@ -374,7 +374,7 @@ class Gateway(Protocol):
 # -- money in callbacks ------------------------------------------------------------
 
 MAX_AMOUNT_DIGITS = 11
-"""Whole units an amount may have (below 100 billion, as orders.services allows)."""
+"""Whole units an amount may have (below orderflow.money.MAX_AMOUNT, 100 billion)."""
 
 _MAJOR_UNITS = re.compile(rf"(0|[1-9][0-9]{{0,{MAX_AMOUNT_DIGITS - 1}}})(\.[0-9]{{1,3}})?")
 
