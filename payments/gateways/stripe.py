@@ -9,8 +9,8 @@ table); amounts use Stripe's own minor units (``stripe_money``), not ISO
 go in multiples of 10 thousandths.
 
 The order is found by ``metadata.order_number`` on the Stripe object, or by
-the PaymentIntent (and any charge, refund or dispute id) the ledger or the
-order already knows. A checkout is named by its PaymentIntent id only
+its PaymentIntent, or by any refund or dispute id the ledger already holds.
+A checkout is named by its PaymentIntent id only
 (``checkout_reference_problem``), so one payment never has two names.
 
 Staff captures, voids and refunds go through the library with the method's
