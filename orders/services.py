@@ -78,6 +78,17 @@ def _initial_status(method: PaymentMethod, initial: PaymentResult | None, total:
     return PaymentStatus.PAID if amount >= total else PaymentStatus.PARTIALLY_PAID
 
 
+def _checkout_reference_problem(method: PaymentMethod, reference: str) -> str | None:
+    """Ask the method's gateway adapter whether ``reference`` can name the payment."""
+    # Imported here: the registry loads the adapters, which orders needs only
+    # at checkout, never when its models load.
+    from payments.gateways.registry import get_gateway
+
+    gateway = get_gateway(method.gateway) if method.gateway else None
+    check = getattr(gateway, "checkout_reference_problem", None)
+    return check(reference) if check is not None else None
+
+
 def place_order(
     *,
     number: str,
@@ -129,6 +140,10 @@ def place_order(
     }.get(status)
     amount = None
     reference = initial.reference.strip() if initial is not None else ""
+    if reference:
+        problem = _checkout_reference_problem(payment_method, reference)
+        if problem:
+            raise InvalidOrder(problem)
     if money_kind is not None:
         amount = initial.amount if initial.amount is not None else total
         amount = _amount(amount, what=_("The checkout amount"), currency=currency)

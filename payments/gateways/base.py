@@ -361,6 +361,15 @@ class Gateway(Protocol):
     def refund(self, request: OutboundRequest, *, credentials: str) -> OutboundResult:
         """Give captured money back; raise GatewayError when refused."""
 
+    def checkout_reference_problem(self, reference: str) -> str | None:
+        """
+        Say why ``reference`` cannot name a checkout's payment (None when it can).
+
+        The reference given at checkout becomes the order's name for the
+        payment; an id of another kind (a Stripe charge instead of its
+        PaymentIntent) would give the same payment a second name.
+        """
+
 
 # -- money in callbacks ------------------------------------------------------------
 
@@ -370,13 +379,24 @@ MAX_AMOUNT_DIGITS = 11
 _MAJOR_UNITS = re.compile(rf"(0|[1-9][0-9]{{0,{MAX_AMOUNT_DIGITS - 1}}})(\.[0-9]{{1,3}})?")
 
 
-def minor_units_amount(value: object, currency: str, *, field: str = "amount") -> Decimal:
-    """Parse a positive whole number of minor units (Stripe's format) into an amount."""
+def minor_units_amount(
+    value: object, currency: str, *, field: str = "amount", exponent: int | None = None
+) -> Decimal:
+    """
+    Parse a positive whole number of minor units into an amount.
+
+    ``exponent`` is how many decimals the gateway counts for the currency;
+    by default the ISO 4217 exponent (a gateway with its own table, such as
+    Stripe, passes its own).
+    """
     if isinstance(value, bool) or not isinstance(value, int):
         raise MalformedCallback(f"{field} {shown(value)} is not a whole number of minor units")
     if value <= 0:
         raise MalformedCallback(f"{field} must be greater than zero")
-    amount = from_minor_units(value, currency)
+    if exponent is None:
+        amount = from_minor_units(value, currency)
+    else:
+        amount = Decimal(value).scaleb(-exponent)
     if amount >= Decimal(10) ** MAX_AMOUNT_DIGITS:
         raise MalformedCallback(f"{field} {value} is too large")
     return amount

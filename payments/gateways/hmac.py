@@ -173,6 +173,10 @@ class HmacGateway:
             event_id=event_id, event_type=event_type, fact=fact, order_number=order_number
         )
 
+    def checkout_reference_problem(self, reference: str) -> str | None:
+        # The sender chooses its own transaction ids: any non-blank text names one.
+        return None
+
     # -- outbound, simulated ----------------------------------------------------------
 
     def _simulate(self, action: str, request: OutboundRequest) -> OutboundResult:

@@ -24,6 +24,7 @@ import pytest
 import stripe
 from django.urls import reverse
 
+from orders.exceptions import InvalidOrder
 from orders.models import Order
 from orders.models import PaymentStatus as S
 from orders.services import place_order
@@ -425,7 +426,13 @@ def test_capture_of_a_cancelled_order_is_ignored_but_its_money_recorded(client, 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     ("currency", "total", "minor_units"),
-    [("JPY", "1500", 1500), ("KWD", "1.234", 1234), ("USD", "12.34", 1234)],
+    [
+        ("JPY", "1500", 1500),
+        ("KWD", "1.230", 1230),
+        ("USD", "12.34", 1234),
+        ("MGA", "50000", 50000),
+        ("ISK", "5000", 500000),
+    ],
 )
 def test_amounts_are_minor_units_of_the_currency(client, method, currency, total, minor_units):
     order = place(method, "authorized", total=total, currency=currency)
@@ -442,6 +449,28 @@ def test_amounts_are_minor_units_of_the_currency(client, method, currency, total
 
     assert response.json() == {"status": "applied", "order_status": S.PAID}
     assert reload(order).captured_amount == Decimal(total)
+
+
+@pytest.mark.django_db
+def test_three_decimal_amount_stripe_cannot_send_is_rejected_naming_the_problem(client, method):
+    order = place(method, "authorized", total="1.234", currency="KWD")
+    intent = payment_intent(
+        order.gateway_reference,
+        amount=1234,
+        currency="kwd",
+        status="succeeded",
+        amount_received=1234,
+        order_number=order.number,
+    )
+
+    response = post(client, method, stripe_event("payment_intent.succeeded", intent))
+
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        "data.object.amount_received 1234 is not a multiple of 10: "
+        "Stripe counts KWD in thousandths that end in 0"
+    )
+    assert reload(order).status == S.AUTHORIZED
 
 
 @pytest.mark.django_db
@@ -593,11 +622,13 @@ def test_charge_refunded_reports_the_most_recent_refund(client, method):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("status", ["failed", "canceled"])
-def test_refund_that_moved_no_money_is_ignored(client, method, status):
+def test_refund_that_moved_no_money_is_ignored(client, method):
     order = paid_order(method)
     refund = refund_object(
-        stripe_id("re"), amount=3000, payment_intent_id=order.gateway_reference, status=status
+        stripe_id("re"),
+        amount=3000,
+        payment_intent_id=order.gateway_reference,
+        status="requires_action",
     )
 
     response = post(client, method, stripe_event("refund.updated", refund))
@@ -676,7 +707,13 @@ def test_staff_refund_then_stripe_callback_counts_once(client, method, stripe_ap
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     ("currency", "total", "minor_units"),
-    [("USD", "100.00", 10000), ("JPY", "1500", 1500), ("KWD", "1.234", 1234)],
+    [
+        ("USD", "100.00", 10000),
+        ("JPY", "1500", 1500),
+        ("KWD", "1.230", 1230),
+        ("MGA", "50000", 50000),
+        ("ISK", "5000", 500000),
+    ],
 )
 def test_staff_capture_sends_minor_units(client, method, stripe_api, currency, total, minor_units):
     order = place(method, "authorized", total=total, currency=currency)
@@ -702,6 +739,57 @@ def test_staff_capture_sends_minor_units(client, method, stripe_api, currency, t
     )
     response = post(client, method, stripe_event("payment_intent.succeeded", intent))
     assert response.json() == {"status": "duplicate"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("currency", "total", "problem"),
+    [
+        ("KWD", "1.234", re.escape("Stripe takes KWD amounts in multiples of 0.010")),
+        ("MGA", "50000.50", re.escape("Stripe counts MGA with 0 decimals")),
+    ],
+)
+def test_staff_capture_stripe_cannot_take_exactly_is_refused_and_nothing_sent(
+    method, stripe_api, currency, total, problem
+):
+    order = place(method, "authorized", total=total, currency=currency)
+
+    with pytest.raises(GatewayError, match=problem):
+        capture_payment(order, user=None)
+
+    assert stripe_api.sent == []
+    assert ledger(order, TransactionKind.CAPTURE) == []
+    assert reload(order).status == S.AUTHORIZED
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("currency", "total", "amount", "minor_units"),
+    [("ISK", "5000", "1000", "100000"), ("MGA", "50000", "20000", "20000")],
+)
+def test_staff_refund_sends_stripes_minor_units(
+    method, stripe_api, currency, total, amount, minor_units
+):
+    order = place(method, "captured", total=total, currency=currency)
+    stripe_api.currency = currency.lower()
+
+    refund_payment(order, amount=Decimal(amount), user=None, reason="Returned one item")
+
+    [sent] = stripe_api.sent
+    assert sent.params["amount"] == minor_units
+    [(_refund_id, refunded)] = ledger(order, TransactionKind.REFUND)
+    assert refunded == Decimal(amount)
+
+
+@pytest.mark.django_db
+def test_staff_refund_of_an_amount_stripe_cannot_send_is_refused(method, stripe_api):
+    order = place(method, "captured", total="10.000", currency="KWD")
+
+    with pytest.raises(GatewayError, match=re.escape("1234 thousandths is not a multiple of 10")):
+        refund_payment(order, amount=Decimal("1.234"), user=None, reason="Returned one item")
+
+    assert stripe_api.sent == []
+    assert ledger(order, TransactionKind.REFUND) == []
 
 
 @pytest.mark.django_db
@@ -873,6 +961,41 @@ def test_missing_api_key_sends_nothing(stripe_api):
         capture_payment(order, user=None)
 
     assert stripe_api.sent == []
+
+
+# -- the checkout's reference ------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "reference", ["ch_3Qx00000001TEST", "re_3Qx00000001TEST", "pi_3Qx1_secret_abc", "order-17"]
+)
+def test_stripe_order_placed_with_anything_but_a_payment_intent_is_refused(method, reference):
+    with pytest.raises(InvalidOrder) as refused:
+        place_order(
+            number="S-1",
+            total=Decimal("100.00"),
+            currency="USD",
+            payment_method=method,
+            initial=PaymentResult("captured", reference=reference),
+        )
+
+    assert repr(reference) in str(refused.value)
+    assert "not a Stripe PaymentIntent id" in str(refused.value)
+    assert not Order.objects.filter(number="S-1").exists()
+
+
+@pytest.mark.django_db
+def test_other_gateways_name_their_payments_as_they_like(online_method):
+    order = place_order(
+        number="H-1",
+        total=Decimal("100.00"),
+        currency="USD",
+        payment_method=online_method,
+        initial=PaymentResult("captured", reference="ch_1"),
+    )
+
+    assert order.gateway_reference == "ch_1"
 
 
 # -- signatures and malformed bodies ------------------------------------------------------
