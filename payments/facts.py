@@ -419,7 +419,8 @@ def _apply_locked(
         PaymentStatus.AWAITING_PAYMENT,
         PaymentStatus.DECLINED,
     ):
-        if not order.transactions.filter(kind=TransactionKind.AUTHORIZATION).exists():
+        held = fact.amount is not None  # the gateway says what it released
+        if not held and not order.transactions.filter(kind=TransactionKind.AUTHORIZATION).exists():
             # An abandoned checkout: nothing was held, so there is nothing to void.
             _follow(order, order.cancel_checkout)
             return ApplyResult(
@@ -427,7 +428,8 @@ def _apply_locked(
                 order,
                 _("The gateway cancelled a payment that was never authorized; no void recorded."),
             )
-        # A hold followed by a decline: the release of that hold is a void.
+        # A hold released, reported before (or without) its authorization, or a
+        # hold followed by a decline: the release is a void.
         row, _created = _record(order, TransactionKind.VOID, amount, reference, gateway_event)
         _follow(order, order.cancel_checkout)
         return ApplyResult(EventOutcome.APPLIED, order, "", row)

@@ -330,7 +330,10 @@ class GatewayEvent(models.Model):
     )
     processed_at = models.DateTimeField(_("processed at"), null=True, blank=True)
     kind = models.CharField(
-        _("fact"), max_length=20, blank=True, help_text=_("What the event meant for the order.")
+        _("fact"),
+        max_length=32,
+        blank=True,
+        help_text=_("What the event meant for the order (a payments.gateways.FactKind)."),
     )
     amount = models.DecimalField(_("amount"), null=True, blank=True, **MONEY_FIELD)
     reference = models.CharField(_("reference"), max_length=255, blank=True)

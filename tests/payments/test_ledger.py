@@ -284,3 +284,15 @@ def test_a_refund_reported_twice_before_its_capture_is_recorded_once(make_order)
         ("re_1", "duplicate", False),
         ("re_2", "ignored", True),  # 80.00 is more than the 10.00 left: still waiting
     ]
+
+
+def test_every_fact_kind_fits_the_column_that_stores_it():
+    # SQLite never enforces a varchar's length; PostgreSQL refuses the row.
+    from payments.gateways.base import FactKind
+
+    column = GatewayEvent._meta.get_field("kind").max_length
+    assert max(len(kind.value) for kind in FactKind) <= column
+    assert (
+        len("local.") + max(len(k.value) for k in FactKind)
+        <= GatewayEvent._meta.get_field("event_type").max_length
+    )
