@@ -346,6 +346,19 @@ def _existing(order: Order, ledger_kind: str, reference: str) -> PaymentTransact
     ).first()
 
 
+def _belongs_elsewhere(order: Order, row: PaymentTransaction) -> ApplyResult:
+    """A fact about money of another order: recorded nowhere, this order flagged."""
+    return ApplyResult(
+        EventOutcome.CONFLICT,
+        order,
+        _(
+            "%(kind)s %(reference)s belongs to order %(other)s, not to this one; nothing was "
+            "recorded: check the payment at the gateway."
+        )
+        % {"kind": row.get_kind_display(), "reference": row.reference, "other": row.order.number},
+    )
+
+
 def _already_recorded(order: Order, row: PaymentTransaction, amount: Decimal | None) -> ApplyResult:
     """The same reference again: a duplicate, or a conflict when the amount differs."""
     if row.kind in AMOUNT_DEFINES and amount is not None and row.amount != amount:
@@ -380,7 +393,7 @@ def _cancelled_by_gateway(order: Order) -> bool:
     )
 
 
-def _stale(order: Order, kind: str) -> str:
+def _stale(order: Order, kind: str, reference: str) -> str:
     """Why a fact is older than what the order knows ('' when it is not)."""
     if kind not in (FactKind.AUTHORIZED, FactKind.VOIDED, FactKind.DECLINED):
         return ""
@@ -393,6 +406,17 @@ def _stale(order: Order, kind: str) -> str:
         kind != FactKind.AUTHORIZED or _cancelled_by_gateway(order)
     ):
         return _("Reported after the gateway cancelled the payment: it changes nothing.")
+    if (
+        kind == FactKind.DECLINED
+        and order.status == PaymentStatus.AUTHORIZED
+        and not order.transactions.filter(
+            kind=TransactionKind.AUTHORIZATION, reference=reference
+        ).exists()
+    ):
+        return _(
+            "A decline of another attempt, reported after this payment was authorized: it "
+            "changes nothing (the authorization still holds the money)."
+        )
     return ""
 
 
@@ -412,7 +436,7 @@ def _apply_locked(
     existing = _existing(order, ledger_kind, reference)
     if existing is not None:
         return _already_recorded(order, existing, amount)
-    stale = _stale(order, fact.kind)
+    stale = _stale(order, fact.kind, reference)
     if stale:
         return ApplyResult(EventOutcome.STALE, order, stale)
     if fact.kind == FactKind.VOIDED and order.status in (
@@ -488,6 +512,8 @@ def _apply_refund_failure(
     if reversal is not None:
         return _already_recorded(order, reversal, amount)
     refund = _existing(order, TransactionKind.REFUND, reference)
+    if refund is not None and refund.order_id != order.pk:
+        return _belongs_elsewhere(order, refund)
     if refund is None:
         return ApplyResult(
             EventOutcome.IGNORED,
@@ -521,6 +547,15 @@ def _apply_refund_failure(
     return ApplyResult(EventOutcome.APPLIED, order, "", row)
 
 
+def _dispute_closed(order: Order, reference: str) -> bool:
+    """Whether the gateway already reported this dispute (not another one) closed."""
+    return order.gateway_events.filter(
+        kind__in=[FactKind.DISPUTE_WON, FactKind.DISPUTE_LOST],
+        reference=reference,
+        outcome=EventOutcome.APPLIED,
+    ).exists()
+
+
 def _apply_dispute(
     order: Order,
     fact: MoneyFact,
@@ -538,6 +573,8 @@ def _apply_dispute(
     ledger_kind = LEDGER_KIND.get(fact.kind) if amount is not None else None
     if ledger_kind is not None:
         existing = _existing(order, ledger_kind, reference)
+        if existing is not None and existing.order_id != order.pk:
+            return _belongs_elsewhere(order, existing)
         if existing is not None:
             recorded = _already_recorded(order, existing, amount)
             if recorded.outcome == EventOutcome.CONFLICT or fact.kind not in DISPUTE_STATUS_AFTER:
@@ -558,8 +595,8 @@ def _apply_dispute(
     after = DISPUTE_STATUS_AFTER.get(fact.kind)
     closed = order.dispute_status in (DisputeStatus.WON, DisputeStatus.LOST)
     if after is not None and after != order.dispute_status:
-        if after == DisputeStatus.OPEN and closed:
-            # The dispute's closing arrived first: its opening changes nothing now.
+        if after == DisputeStatus.OPEN and closed and _dispute_closed(order, reference):
+            # This dispute's closing arrived first: its opening changes nothing now.
             return ApplyResult(
                 EventOutcome.APPLIED if row else EventOutcome.STALE,
                 order,

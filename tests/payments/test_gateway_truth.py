@@ -266,3 +266,36 @@ def test_new_hmac_types_need_the_reference_they_are_about(client, make_order, ki
 
     assert response.status_code == 400
     assert problem in response.json()["error"]
+
+
+def test_refund_failure_naming_another_orders_refund_is_a_conflict(client, make_order):
+    first, second = make_order(S.PAID), make_order(S.PAID)
+    post(client, body_for(first.number, "payment.refunded", amount="30.00", transaction="re_a"))
+    post(client, body_for(second.number, "payment.refunded", amount="50.00", transaction="re_b"))
+
+    response = post(client, body_for(second.number, "payment.refund_failed", transaction="re_a"))
+
+    assert response.json()["status"] == "conflict"
+    assert first.number in response.json()["reason"]
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.refunded_amount, second.refunded_amount) == (Decimal("30"), Decimal("50"))
+    assert not PaymentTransaction.objects.filter(kind="refund_reversal").exists()
+    assert second.needs_attention
+    # The first order's own failure is still applied when it comes.
+    post(client, body_for(first.number, "payment.refund_failed", transaction="re_a"))
+    first.refresh_from_db()
+    assert first.refunded_amount == 0
+
+
+def test_a_second_dispute_after_the_first_closed_opens_again(client, make_order):
+    order = make_order(S.PAID)
+    post(client, body_for(order.number, "payment.disputed", amount="100.00", transaction="du1"))
+    post(client, body_for(order.number, "payment.dispute_won", amount="100.00", transaction="du1"))
+
+    post(client, body_for(order.number, "payment.disputed", amount="100.00", transaction="du2"))
+
+    order.refresh_from_db()
+    assert order.dispute_status == DisputeStatus.OPEN
+    assert order.disputed_amount == Decimal("100")
+    assert order.needs_attention

@@ -41,6 +41,15 @@ STALE = {
 PAIRS = [(status, kind) for status in S.values for kind in ALL_EVENTS]
 
 
+def same_payment(order) -> str | None:
+    """The held authorization's reference: a decline then concerns that payment."""
+    return (
+        order.transactions.filter(kind=TransactionKind.AUTHORIZATION)
+        .values_list("reference", flat=True)
+        .first()
+    )
+
+
 def amount_for(order, kind):
     if kind == "captured":
         return (order.total - order.net_paid_amount) or Decimal("10.00")
@@ -54,7 +63,7 @@ def amount_for(order, kind):
 def test_allowed_event_moves_status(make_order, status, kind):
     order = make_order(status)
 
-    result = apply_gateway_event(order, event(kind, amount_for(order, kind)))
+    result = apply_gateway_event(order, event(kind, amount_for(order, kind), same_payment(order)))
 
     assert result.outcome == EventOutcome.APPLIED
     assert result.order.status == ALLOWED[(status, kind)]
@@ -104,6 +113,17 @@ def test_event_not_allowed_keeps_status_and_flags_order(make_order, status, kind
     else:
         # What really happened at the gateway is still recorded.
         assert PaymentTransaction.objects.filter(order=order).count() == ledger_before + 1
+
+
+@pytest.mark.django_db
+def test_decline_of_another_attempt_after_an_authorization_is_stale(make_order):
+    order = make_order(S.AUTHORIZED)
+
+    result = apply_gateway_event(order, event("declined", reference="earlier_attempt"))
+
+    assert result.outcome == EventOutcome.STALE
+    assert result.order.status == S.AUTHORIZED
+    assert not result.order.needs_attention
 
 
 @pytest.mark.django_db
