@@ -194,7 +194,6 @@ class OrderQuerySet(models.QuerySet):
     def with_attention_inputs(self) -> OrderQuerySet:
         """Annotate what the attention rules read besides the order's own columns."""
         from payments.models import (
-            LOST_DISPUTE_KIND,
             EventOutcome,
             GatewayEvent,
             PaymentTransaction,
@@ -221,9 +220,7 @@ class OrderQuerySet(models.QuerySet):
             has_ignored_event=has_event(events.ignored_facts()),
             has_conflicting_event=has_event(events.awaiting_acknowledgement(EventOutcome.CONFLICT)),
             has_unfinished_event=has_event(events.unfinished()),
-            has_unacknowledged_dispute_loss=has_event(
-                events.filter(kind=LOST_DISPUTE_KIND, acknowledged_at__isnull=True)
-            ),
+            has_unacknowledged_dispute_loss=has_event(events.unacknowledged_dispute_losses()),
         )
 
     def with_attention(self) -> OrderQuerySet:

@@ -291,6 +291,19 @@ class GatewayEventQuerySet(models.QuerySet):
         """
         return self.awaiting_acknowledgement(EventOutcome.IGNORED).exclude(kind="")
 
+    def unacknowledged_dispute_losses(self) -> GatewayEventQuerySet:
+        """Lost disputes that staff have not acknowledged yet."""
+        return self.filter(kind=LOST_DISPUTE_KIND, acknowledged_at__isnull=True)
+
+    def needing_attention(self) -> GatewayEventQuerySet:
+        """Events that flag their order: each attention rule about events, in one place."""
+        return (
+            self.ignored_facts()
+            | self.awaiting_acknowledgement(EventOutcome.CONFLICT)
+            | self.unfinished()
+            | self.unacknowledged_dispute_losses()
+        )
+
     def unfinished(self) -> GatewayEventQuerySet:
         """Failed events, and events left ``received`` for longer than STUCK_AFTER."""
         return self.filter(

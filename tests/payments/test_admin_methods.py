@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from payments.admin import PaymentMethodAdmin
 from payments.models import PaymentMethod
-from tests.admin_forms import assert_saved, browser_post_data, post_change_form
+from tests.admin_forms import assert_saved, browser_post_data, form_errors, post_change_form
 
 pytestmark = pytest.mark.django_db
 
@@ -133,3 +133,108 @@ def test_staff_who_may_only_view_a_method_never_see_its_secrets(
     }
     assert {"secret_is_set", "api_key_is_set"} <= shown
     assert shown.isdisjoint({"webhook_secret", "api_key"})
+
+
+def test_the_gateway_is_chosen_from_the_registered_adapters(admin_client_, url):
+    page = admin_client_.get(url)
+
+    field = page.context["adminform"].form.fields["gateway"]
+    assert [value for value, _label in field.choices] == ["", "hmac", "stripe"]
+    assert '<select name="gateway"' in page.text
+
+
+def test_an_unregistered_gateway_is_refused(admin_client_, method, url):
+    response = post_change_form(admin_client_, url, gateway="strpe")
+
+    assert response.status_code == 200
+    assert form_errors(response) == [
+        "gateway: “strpe” is not a registered gateway. Choose one of: hmac, stripe."
+    ]
+    method.refresh_from_db()
+    assert method.gateway == "hmac"
+
+
+def test_an_offline_method_with_a_gateway_is_refused_on_the_gateway(admin_client_, offline_method):
+    url = reverse("admin:payments_paymentmethod_change", args=[offline_method.pk])
+
+    response = post_change_form(admin_client_, url, gateway="hmac")
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors.keys() == {"gateway"}
+    assert "offline method has no gateway" in form_errors(response)[0]
+    offline_method.refresh_from_db()
+    assert offline_method.gateway == ""
+
+
+def test_an_active_online_method_needs_a_webhook_secret(admin_client_, method, url):
+    PaymentMethod.objects.filter(pk=method.pk).update(webhook_secret="")
+
+    refused = post_change_form(admin_client_, url, name="Renamed gateway")
+    inactive = post_change_form(admin_client_, url, name="Renamed gateway", is_active=None)
+
+    assert refused.status_code == 200
+    assert form_errors(refused) == [
+        "webhook_secret: An active online method needs a webhook secret: without one every "
+        "callback from its gateway is refused."
+    ]
+    assert_saved(inactive)
+    method.refresh_from_db()
+    assert (method.name, method.is_active) == ("Renamed gateway", False)
+
+
+def test_the_code_cannot_change_once_orders_use_the_method(
+    admin_client_, method, url, make_order, offline_method
+):
+    make_order(method=method)
+    unused = reverse("admin:payments_paymentmethod_change", args=[offline_method.pk])
+
+    refused = post_change_form(admin_client_, url, code="testpay-2")
+    renamed = post_change_form(admin_client_, unused, code="cheque")
+
+    assert refused.status_code == 200
+    [error] = form_errors(refused)
+    assert error.startswith("code: Orders already use this method")
+    assert "/payments/callbacks/testpay/" in error
+    method.refresh_from_db()
+    assert method.code == "testpay"
+    assert_saved(renamed)
+    offline_method.refresh_from_db()
+    assert offline_method.code == "cheque"
+
+
+@pytest.mark.parametrize(
+    ("secure", "expected"),
+    [
+        (False, "http://shop.example.com/payments/callbacks/testpay/"),
+        (True, "https://shop.example.com/payments/callbacks/testpay/"),
+    ],
+)
+def test_the_callback_url_is_shown_with_the_host_of_the_request(
+    admin_client_, url, settings, secure, expected, offline_method
+):
+    settings.ALLOWED_HOSTS = ["shop.example.com"]
+    offline_url = reverse("admin:payments_paymentmethod_change", args=[offline_method.pk])
+
+    page = admin_client_.get(url, headers={"host": "shop.example.com"}, secure=secure)
+    offline_page = admin_client_.get(offline_url, headers={"host": "shop.example.com"})
+
+    assert page.status_code == 200
+    assert f'<code id="callback-url">{expected}</code>' in page.text
+    assert 'id="copy-callback-url"' in page.text
+    assert offline_page.status_code == 200
+    assert "callback-url" not in offline_page.text  # offline methods get no callbacks
+
+
+def test_staff_who_may_only_view_a_method_see_its_callback_url(
+    client, django_user_model, url, settings
+):
+    settings.ALLOWED_HOSTS = ["shop.example.com"]
+    viewer = django_user_model.objects.create_user(username="viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_paymentmethod"))
+    client.force_login(viewer)
+
+    page = client.get(url, headers={"host": "shop.example.com"})
+
+    assert '<code id="callback-url">http://shop.example.com/payments/callbacks/testpay/</code>' in (
+        page.text
+    )
