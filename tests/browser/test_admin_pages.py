@@ -90,6 +90,8 @@ def test_superuser_sees_gateway_events(page, login, screenshot, admin_user, flag
     row = page.locator("#result_list tbody tr", has_text=ignored.event_id)
     expect(row).to_have_count(1)
     expect(row).to_contain_text(flagged_order.number)
-    expect(row.locator("img[alt=True]")).to_have_count(1)  # needs attention
+    # The one event that needs attention carries the warning, with its words.
+    expect(row.locator('img[alt="Needs attention"]')).to_have_count(1)
+    expect(page.locator('#result_list img[alt="Needs attention"]')).to_have_count(1)
     expect(page.locator("select[name=action]")).to_contain_text("Acknowledge selected")
     screenshot("gateway-events")
