@@ -30,7 +30,7 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
 
 class LedgerInline(admin.TabularInline):
     model = PaymentTransaction
-    fields = ["created_at", "kind", "amount", "currency", "reference", "channel", "created_by"]
+    fields = ["created_at", "kind", "money", "reference", "channel", "created_by"]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -39,6 +39,11 @@ class LedgerInline(admin.TabularInline):
 
     def has_add_permission(self, request, obj=None):
         return False
+
+    @admin.display(description=_("amount"))
+    def money(self, obj: PaymentTransaction) -> str:
+        # In the currency's own decimals (100.00 USD, 1500 JPY), not storage precision.
+        return format_money(obj.amount, obj.currency)
 
     def has_change_permission(self, request, obj=None):
         return False
@@ -78,8 +83,7 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
     readonly_fields = [
         "number",
         "status",
-        "total",
-        "currency",
+        "order_total",
         "payment_method",
         "gateway_reference",
         "placed_at",
@@ -93,8 +97,7 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
             _("Money"),
             {
                 "fields": [
-                    "total",
-                    "currency",
+                    "order_total",
                     "money_summary",
                     "payment_method",
                     "gateway_reference",

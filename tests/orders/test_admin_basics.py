@@ -132,3 +132,29 @@ def test_staff_without_permissions_sees_no_orders(client, staff_user, make_order
     client.force_login(staff_user)
 
     assert client.get(reverse("admin:orders_order_changelist")).status_code == 403
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("currency", "total", "shown"),
+    [("USD", "100.00", "100.00 USD"), ("JPY", "1500", "1500 JPY"), ("KWD", "1.234", "1.234 KWD")],
+)
+def test_order_page_shows_amounts_in_the_currencys_own_decimals(
+    admin_client_, online_method, currency, total, shown
+):
+    from orders.services import place_order
+    from tests.factories import bring_to, next_number
+
+    order = place_order(
+        number=next_number(), total=total, currency=currency, payment_method=online_method
+    )
+    bring_to(order, S.PAID)
+
+    page = admin_client_.get(reverse("admin:orders_order_change", args=[order.pk]))
+
+    assert page.status_code == 200
+    # The total, and the ledger's capture row, as staff count that currency.
+    assert page.text.count(shown) >= 2
+    storage = f"{Decimal(total):.3f}"  # how the database holds it: 100.000, 1500.000
+    if storage != total:
+        assert storage not in page.text
