@@ -423,9 +423,6 @@ class RecordIsAppendOnly(Exception):
 
 
 class PaymentRequestQuerySet(models.QuerySet):
-    def pending(self) -> PaymentRequestQuerySet:
-        return self.filter(status=RequestStatus.PENDING)
-
     def unfinished(self) -> PaymentRequestQuerySet:
         """
         Requests whose money may still have to reach the ledger: pending ones,

@@ -22,16 +22,11 @@ from orderflow.audit import Channel, audit_context, channel_or
 from orderflow.money import ZERO, InvalidAmount, format_money, parse_amount
 from orders.models import Order
 from payments.exceptions import PaymentError
-from payments.facts import ApplyResult, apply_fact
+from payments.facts import LEDGER_KIND, ApplyResult, apply_fact
 from payments.gateways.base import FactKind, MoneyFact
-from payments.models import EventOutcome, PaymentTransaction, TransactionKind
+from payments.models import EventOutcome, PaymentTransaction
 
 PERMISSION = "payments.record_offline_payment"
-
-LEDGER_KIND = {
-    FactKind.CAPTURED: TransactionKind.CAPTURE,
-    FactKind.REFUNDED: TransactionKind.REFUND,
-}
 
 MAX_REFERENCE_LENGTH = PaymentTransaction._meta.get_field("reference").max_length
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 from orderflow.audit import Channel, audit_context
 from orderflow.cli import parse_age
 from payments.inbox import replay_gateway_event
-from payments.models import REPLAYABLE_OUTCOMES, STUCK_AFTER, EventOutcome, GatewayEvent
+from payments.models import REPLAYABLE_OUTCOMES, EventOutcome, GatewayEvent
 
 
 class Command(BaseCommand):
@@ -42,12 +42,10 @@ class Command(BaseCommand):
         if options["outcome"]:
             events = GatewayEvent.objects.filter(outcome__in=options["outcome"])
         else:
-            # An event still "received" after a few minutes was left behind by
-            # a process that died; a younger one may be in progress right now.
-            events = GatewayEvent.objects.filter(
-                outcome__in=[EventOutcome.FAILED, EventOutcome.UNMATCHED]
-            ) | GatewayEvent.objects.filter(
-                outcome=EventOutcome.RECEIVED, received_at__lt=timezone.now() - STUCK_AFTER
+            # Failed events and those a dead process left "received" (the rule
+            # that flags their orders), and events that matched no order yet.
+            events = GatewayEvent.objects.unfinished() | GatewayEvent.objects.filter(
+                outcome=EventOutcome.UNMATCHED
             )
         events = events.select_related("payment_method")
         if options["method"]:
