@@ -7,6 +7,7 @@ from django.utils.translation import gettext_lazy as _
 
 from orderflow.history_admin import ReadOnlyHistoryAdmin
 from orderflow.money import format_money
+from orders.admin_display import ADMIN_CSS, status_badge
 from orders.exceptions import OrderError
 from orders.models import Order, PaymentStatus
 from orders.services import update_order_details
@@ -68,7 +69,7 @@ class GatewayEventInline(admin.TabularInline):
 class OrderAdmin(ReadOnlyHistoryAdmin):
     list_display = [
         "number",
-        "status",
+        "status_label",
         "order_total",
         "net_paid",
         "payment_method",
@@ -110,6 +111,9 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
     inlines = [LedgerInline, GatewayEventInline]
     history_list_display = ["status", "channel"]
 
+    class Media:
+        css = {"all": [ADMIN_CSS]}
+
     def get_queryset(self, request):
         return super().get_queryset(request).with_attention()
 
@@ -146,6 +150,10 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
                 % {"number": saved.number, "status": PaymentStatus(saved.status).label},
                 messages.WARNING,
             )
+
+    @admin.display(description=_("payment status"), ordering="status")
+    def status_label(self, obj: Order):
+        return status_badge(obj.status)
 
     @admin.display(description=_("total"), ordering="total")
     def order_total(self, obj: Order) -> str:
