@@ -1,17 +1,18 @@
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpResponseRedirect
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from orderflow.history_admin import ReadOnlyHistoryAdmin
 from orderflow.money import format_money
+from orders.admin_actions import action_urls
 from orders.admin_display import ADMIN_CSS, status_badge
+from orders.admin_page import order_page_context
 from orders.exceptions import OrderError
 from orders.models import Order, PaymentStatus
 from orders.services import update_order_details
-from payments.models import GatewayEvent, PaymentTransaction
 
 
 class NeedsAttentionFilter(admin.SimpleListFilter):
@@ -27,42 +28,6 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
         if self.value() == "no":
             return queryset.not_needing_attention()
         return queryset
-
-
-class LedgerInline(admin.TabularInline):
-    model = PaymentTransaction
-    fields = ["created_at", "kind", "money", "reference", "channel", "created_by"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
-    verbose_name_plural = _("ledger")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    @admin.display(description=_("amount"))
-    def money(self, obj: PaymentTransaction) -> str:
-        # In the currency's own decimals (100.00 USD, 1500 JPY), not storage precision.
-        return format_money(obj.amount, obj.currency)
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
-class GatewayEventInline(admin.TabularInline):
-    model = GatewayEvent
-    fields = ["received_at", "event_type", "event_id", "outcome", "detail"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Order)
@@ -89,26 +54,14 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
         "gateway_reference",
         "placed_at",
         "updated_at",
-        "money_summary",
-        "attention_summary",
     ]
+    # The page (templates/admin/orders/order/change_form.html, orders/admin_page.py)
+    # lays these out itself; customer_email is the one editable field.
     fieldsets = [
-        (None, {"fields": ["number", "status", "attention_summary"]}),
-        (
-            _("Money"),
-            {
-                "fields": [
-                    "order_total",
-                    "money_summary",
-                    "payment_method",
-                    "gateway_reference",
-                ]
-            },
-        ),
+        (None, {"fields": ["number", "status", "order_total", "payment_method"]}),
         (_("Customer"), {"fields": ["customer_email"]}),
-        (_("Dates"), {"fields": ["placed_at", "updated_at"]}),
+        (_("Dates"), {"fields": ["gateway_reference", "placed_at", "updated_at"]}),
     ]
-    inlines = [LedgerInline, GatewayEventInline]
     history_list_display = ["status", "channel"]
 
     class Media:
@@ -123,6 +76,15 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def get_urls(self):
+        # The money actions first: "<id>/capture/" must not read as "<id>/change/".
+        return [*action_urls(self), *super().get_urls()]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context.update(order_page_context(request, obj))
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         try:
@@ -171,30 +133,4 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
             '<strong style="color: var(--error-fg, #ba2121)" title="{}">&#9888; {}</strong>',
             " ".join(obj.attention_reasons),
             _("Needs attention"),
-        )
-
-    @admin.display(description=_("money"))
-    def money_summary(self, obj: Order):
-        if obj.disputed_amount:
-            return format_html(
-                "{} captured, {} refunded, {} withdrawn for a dispute, {} kept",
-                format_money(obj.captured_amount, obj.currency),
-                format_money(obj.refunded_amount, obj.currency),
-                format_money(obj.disputed_amount, obj.currency),
-                format_money(obj.kept_amount, obj.currency),
-            )
-        return format_html(
-            "{} captured, {} refunded, {} kept",
-            format_money(obj.captured_amount, obj.currency),
-            format_money(obj.refunded_amount, obj.currency),
-            format_money(obj.kept_amount, obj.currency),
-        )
-
-    @admin.display(description=_("needs attention"))
-    def attention_summary(self, obj: Order):
-        reasons = [*obj.attention_reasons, *obj.ledger_mismatch_reasons()]
-        if not reasons:
-            return _("No: status and ledger agree.")
-        return format_html(
-            "<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((r,) for r in reasons))
         )
