@@ -151,15 +151,15 @@ def _record_payment(order: Order, user: Any, status: str) -> MoneyAction:
     name, label = RECORD_PAYMENT, _("Record payment")
     if not user.has_perm(OFFLINE_PERMISSION):
         return _no_permission(name, label, _("record payments"))
+    outstanding = outstanding_amount(order)
+    if outstanding <= 0:
+        return _refuse(name, label, _("Nothing is outstanding: the order is paid in full."))
     if not can_proceed(order.capture):
         return _refuse(
             name,
             label,
             _("A payment cannot be recorded while the order is %(status)s.") % {"status": status},
         )
-    outstanding = outstanding_amount(order)
-    if outstanding <= 0:
-        return _refuse(name, label, _("Nothing is outstanding: the order is paid in full."))
     return MoneyAction(name, label, True, limit=outstanding)
 
 
