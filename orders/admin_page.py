@@ -201,7 +201,7 @@ def _ledger_row(row: PaymentTransaction) -> dict[str, Any]:
         "row": row,
         "kind": row.get_kind_display(),
         "amount": format_money(row.amount, row.currency),
-        "who": row.created_by or _channel_label(row.channel) or "-",
+        "who": _who(row.created_by, row.channel),
         "channel": _channel_label(row.channel) or "-",
         "url": reverse("admin:payments_paymenttransaction_change", args=[row.pk]),
     }
@@ -214,6 +214,13 @@ def _event_row(event: GatewayEvent, currency: str) -> dict[str, Any]:
         "amount": "" if event.amount is None else format_money(event.amount, currency),
         "url": reverse("admin:payments_gatewayevent_change", args=[event.pk]),
     }
+
+
+def _who(user: Any, channel: str) -> str:
+    """The user, or where the change came from when no user made it ("gateway")."""
+    if user is not None:
+        return str(user)
+    return _channel_label(channel).lower() or "-"
 
 
 def _channel_label(value: str) -> str:
@@ -266,7 +273,7 @@ def timeline(order: Order, raw_page: str | None) -> Timeline:
                 placed=placed,
                 from_status="-" if placed or older is None else _status(older.status),
                 to_status=_status(record.status),
-                who=str(record.history_user) if record.history_user else channel.lower() or "-",
+                who=_who(record.history_user, record.channel),
                 channel=channel or "-",
                 reason=record.history_change_reason or "",
             )
