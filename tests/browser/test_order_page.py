@@ -155,3 +155,35 @@ def test_viewer_sees_no_action_buttons(page, login, screenshot, make_order):
     expect(page.locator("#content-main a.button")).to_have_count(0)
     expect(page.locator("#timeline")).to_contain_text(re.compile("placed"))
     screenshot("order-viewer")
+
+
+def test_supervisor_acknowledges_the_flagging_event_in_place(page, login, screenshot, make_order):
+    from django.test import Client
+
+    from payments.models import GatewayEvent
+    from tests.factories import bring_to
+    from tests.payments.callbacks import body_for
+    from tests.payments.callbacks import post as post_callback
+
+    staff_with("view_order", "acknowledge", username="supervisor", password=PASSWORD)
+    order = bring_to(make_order(), S.DECLINED)
+    post_callback(Client(), body_for(order.number, "payment.refunded", amount="10.00"))
+    event = GatewayEvent.objects.get(order=order)
+
+    login("supervisor", PASSWORD)
+    page.emulate_media(color_scheme="dark")
+    open_order(page, order)
+    banner = page.locator(".order-attention")
+    expect(banner).to_contain_text("A gateway event could not be applied")
+    expect(banner.get_by_role("link", name=re.compile(event.event_id))).to_be_visible()
+    screenshot("attention-banner-dark")
+
+    banner.get_by_role("button", name="Acknowledge").click()
+
+    expect(page.locator("ul.messagelist")).to_contain_text(
+        f"Acknowledged event {event.event_id}: order {order.number} no longer needs attention"
+    )
+    expect(page.locator(".order-attention")).to_have_count(0)
+    expect(page).to_have_url(re.compile(rf"/admin/orders/order/{order.pk}/change/$"))
+    screenshot("attention-acknowledged-dark")
+    assert not Order.objects.get(pk=order.pk).needs_attention
