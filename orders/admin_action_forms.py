@@ -23,7 +23,7 @@ class MoneyActionForm(forms.Form):
         self.currency = currency
         self.action = action
         if "amount" in self.fields and action is not None and action.limit is not None:
-            self.fields["amount"].initial = _plain(action.limit, currency)
+            self.fields["amount"].initial = plain_amount(action.limit, currency)
             self.fields["amount"].help_text = _("At most %(limit)s.") % {
                 "limit": format_money(action.limit, currency)
             }
@@ -38,7 +38,7 @@ class MoneyActionForm(forms.Form):
         return raw
 
 
-def _plain(amount: Decimal, currency: str) -> str:
+def plain_amount(amount: Decimal, currency: str) -> str:
     """An amount as staff type it: "40.00", "1500", "1.250" (no currency)."""
     return format_money(amount, currency).split(" ", 1)[0]
 

@@ -34,6 +34,7 @@ from orders.admin_action_forms import (
     RecordRefundForm,
     RefundForm,
     VoidForm,
+    plain_amount,
 )
 from orders.admin_display import status_badge
 from orders.admin_page import ACKNOWLEDGE_PERMISSION, REPLAY_PERMISSION
@@ -236,8 +237,12 @@ def _submit(model_admin, request, order: Order, page: ActionPage, action):
             # The request was recorded (and refused by the gateway): another
             # attempt is another intent, with a token of its own.
             data["token"] = new_request_token()
-        fresh = availability.money_actions(Order.objects.get(pk=order.pk), request.user)
-        return _render(model_admin, request, order, page, form, fresh.get(page.name) or action)
+        # The form again, on the order as it is now (the money may have moved).
+        order = Order.objects.select_related("payment_method").get(pk=order.pk)
+        action = availability.money_actions(order, request.user).get(page.name) or action
+        if not form.amount_editable and action.limit is not None:
+            data["amount"] = plain_amount(action.limit, order.currency)
+        return _render(model_admin, request, order, page, form, action)
     _report(model_admin, request, page, form.cleaned_data, result)
     return HttpResponseRedirect(order_url(order))
 
@@ -248,7 +253,7 @@ def _report(model_admin, request, page: ActionPage, data: dict, result: ApplyRes
     amount = row.amount if row is not None else data.get("amount")
     values = {
         "amount": format_money(amount, saved.currency) if amount is not None else "",
-        "reference": data.get("reference", ""),
+        "reference": row.reference if row is not None else data.get("reference", ""),
         "number": saved.number,
         "status": PaymentStatus(saved.status).label,
     }

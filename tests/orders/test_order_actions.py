@@ -343,6 +343,7 @@ def test_whole_balance_method_shows_the_amount_and_refuses_a_part(make_order, ga
     )
 
     assert "only refunds the whole balance (100.00 USD)" in " ".join(form_errors(forged))
+    assert 'type="hidden" name="amount" value="100.00"' in forged.text  # the balance again
     assert gateway_calls.calls == []
 
 
