@@ -30,6 +30,7 @@ from payments.availability import (
 )
 from payments.models import (
     REPLAYABLE_OUTCOMES,
+    EventOutcome,
     GatewayEvent,
     PaymentTransaction,
     TransactionKind,
@@ -44,7 +45,7 @@ REPLAY_PERMISSION = "payments.replay_gatewayevent"
 # The attention rules that a gateway event raises, and the events concerned.
 EVENT_RULES = {
     "ignored_event": lambda events: events.ignored_facts(),
-    "conflicting_event": lambda events: events.awaiting_acknowledgement("conflict"),
+    "conflicting_event": lambda events: events.awaiting_acknowledgement(EventOutcome.CONFLICT),
     "dispute_lost": lambda events: events.unacknowledged_dispute_losses(),
     "unfinished_event": lambda events: events.unfinished(),
 }
@@ -101,11 +102,7 @@ def order_page_context(request, order: Order) -> dict[str, Any]:
         .select_related("created_by")
         .order_by("-created_at", "-id")
     )
-    events = list(
-        GatewayEvent.objects.filter(order=order)
-        .select_related("payment_method")
-        .order_by("-received_at", "-id")
-    )
+    events = list(GatewayEvent.objects.filter(order=order).order_by("-received_at", "-id"))
     held = _held(order, ledger)
     actions = money_actions(order, user, held=held)
     return {
