@@ -110,6 +110,16 @@ def test_clerk_sees_the_warning_and_cannot_confirm(page, login, screenshot, cler
     screenshot("confirm-refused")
     assert Order.objects.get(pk=order.pk).status == PaymentStatus.PAID
 
+    # The advice is followed instead: Refunded, which the clerk may choose alone.
+    page.get_by_role("button", name="Choose another status").click()
+    expect(page.get_by_label("Reason")).to_have_value("Customer asked")
+    page.get_by_label("New payment status").select_option(label="Refunded")
+    page.get_by_role("button", name="Review the change").click()
+    expect(page.locator("#discouraged-warning")).to_have_count(0)
+    page.get_by_role("button", name="Yes, change the payment status").click()
+    expect(page.locator("#change-status-counts")).to_contain_text("Changed: 1.")
+    assert Order.objects.get(pk=order.pk).status == PaymentStatus.REFUNDED
+
 
 def test_bulk_change_of_five_orders_from_the_list(page, login, screenshot, manager, make_order):
     chosen = [make_order() for _ in range(5)]

@@ -531,3 +531,18 @@ def test_other_methods_are_refused(client, manager, make_order):
     as_user(client, manager)
 
     assert client.put(single_url(order)).status_code == 405
+
+
+def test_going_back_from_the_confirmation_keeps_the_choice(client, clerk, make_order):
+    order = make_order(S.PAID)
+    as_user(client, clerk)
+    page = confirmation(client, single_url(order), S.CANCELLED, reason="customer asked")
+
+    form = client.post(
+        single_url(order), browser_post_data(page, form_id="change-status-back-form")
+    )
+
+    assert form.status_code == 200
+    assert form.context["form"].data["new_status"] == S.CANCELLED
+    assert form.context["form"].data["reason"] == "customer asked"
+    assert status_of(order) == S.PAID
