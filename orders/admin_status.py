@@ -24,6 +24,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods
@@ -32,7 +33,12 @@ from orders.admin_display import ADMIN_CSS, status_badge
 from orders.exceptions import InvalidOrder
 from orders.models import CONFIRM_DISCOURAGED_PERMISSION, OVERRIDE_PERMISSION, Order, PaymentStatus
 from orders.policy import discouraged_reason
-from orders.services import OverrideResult, OverrideSummary, override_statuses
+from orders.services import (
+    OverrideResult,
+    OverrideSummary,
+    order_pk_in_range,
+    override_statuses,
+)
 
 # More than this at once is a job for the set_payment_status command.
 MAX_ORDERS = 500
@@ -107,6 +113,10 @@ def parse_ids(values: list[str]) -> list[int]:
     return sorted(pks)
 
 
+def _in_range(pks: list[int]) -> list[int]:
+    return [pk for pk in pks if order_pk_in_range(pk)]
+
+
 def too_many_message(count: int) -> str:
     return gettext(
         "%(count)s orders are selected; change at most %(max)s at once here, "
@@ -150,14 +160,12 @@ class ChangeStatusAdmin:
 
     # -- views ---------------------------------------------------------------
 
-    @staticmethod
-    def _methods(view):
-        return require_http_methods(["GET", "POST"])(view)
-
+    @method_decorator(require_http_methods(["GET", "POST"]))
     def change_status_view(self, request, pk: int):
         """Change the payment status of one order."""
-        return self._methods(self._change_status)(request, [pk], single=True)
+        return self._change_status(request, [pk], single=True)
 
+    @method_decorator(require_http_methods(["GET", "POST"]))
     def change_status_many_view(self, request):
         """Change the payment status of the orders selected in the list."""
         self._check_change_status_permission(request)
@@ -173,11 +181,11 @@ class ChangeStatusAdmin:
         except SelectionError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return self._to_changelist()
-        return self._methods(self._change_status)(request, pks, single=False)
+        return self._change_status(request, pks, single=False)
 
     def _change_status(self, request, pks: list[int], *, single: bool):
         self._check_change_status_permission(request)
-        if single and not Order.objects.filter(pk=pks[0]).exists():
+        if single and not (order_pk_in_range(pks[0]) and Order.objects.filter(pk=pks[0]).exists()):
             self.message_user(
                 request,
                 gettext("There is no order with id %(pk)s.") % {"pk": pks[0]},
@@ -199,7 +207,7 @@ class ChangeStatusAdmin:
     # -- steps ---------------------------------------------------------------
 
     def _status_form(self, request, pks: list[int], form: ChangeStatusForm, *, single: bool):
-        orders = list(Order.objects.filter(pk__in=pks).order_by("pk"))
+        orders = list(Order.objects.filter(pk__in=_in_range(pks)).order_by("pk"))
         context = {
             **self._context(request, single=single, orders=orders),
             "title": gettext("Change payment status"),
@@ -209,7 +217,7 @@ class ChangeStatusAdmin:
         return TemplateResponse(request, TEMPLATES.format("form"), context)
 
     def _confirmation(self, request, pks, new_status: str, reason: str, single: bool):
-        found = Order.objects.filter(pk__in=pks).select_related("payment_method").in_bulk()
+        found = Order.objects.filter(pk__in=_in_range(pks)).in_bulk()
         rows = [PlannedChange(pk, found.get(pk), new_status) for pk in pks]
         plan = signing.dumps(
             {

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
@@ -370,6 +370,12 @@ class OverrideSummary:
         return {result: len(self.with_result(result)) for result in OverrideResult.values}
 
 
+def order_pk_in_range(pk: int) -> bool:
+    """Return whether ``pk`` fits the order id column (a larger one cannot exist)."""
+    low, high = connection.ops.integer_field_range(Order._meta.pk.get_internal_type())
+    return (low is None or pk >= low) and (high is None or pk <= high)
+
+
 def _pks(orders_or_pks: Iterable[Order | int]) -> list[int]:
     pks = set()
     for item in orders_or_pks:
@@ -437,6 +443,9 @@ def _override_one(
     order = None
     old = ""
     try:
+        if not order_pk_in_range(pk):
+            # Never sent to the database: some drivers raise on an out-of-range integer.
+            raise Order.DoesNotExist
         with transaction.atomic():
             order = Order.objects.lock(pk)
             old = order.status

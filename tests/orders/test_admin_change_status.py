@@ -546,3 +546,16 @@ def test_going_back_from_the_confirmation_keeps_the_choice(client, clerk, make_o
     assert form.context["form"].data["new_status"] == S.CANCELLED
     assert form.context["form"].data["reason"] == "customer asked"
     assert status_of(order) == S.PAID
+
+
+def test_ids_beyond_the_database_range_are_not_found(client, manager, make_order):
+    order = make_order()
+    huge = 9_999_999_999_999_999_999  # 19 digits, beyond a 64-bit integer
+    as_user(client, manager)
+
+    single = client.get(f"/admin/orders/order/{huge}/change-status/")
+    page = confirmation(client, reverse(MANY), S.CANCELLED, ids=[order.pk, huge])
+    summary = apply(client, reverse(MANY), page)
+
+    assert single.status_code == 302
+    assert results(summary) == {order.number: "changed", str(huge): "not_found"}

@@ -194,3 +194,15 @@ def test_system_channel_without_user(make_order):
     record = order.history.first()
     assert [o.result for o in summary.outcomes] == [OverrideResult.CHANGED]
     assert (record.history_user, record.channel) == (None, Channel.SYSTEM)
+
+
+def test_id_beyond_the_column_range_is_not_found_not_a_crash(make_order, supervisor):
+    order = make_order()
+    huge = 2**70
+
+    summary = override_statuses([order, huge], S.CANCELLED, user=supervisor, reason="x")
+
+    assert [(o.pk, o.result) for o in summary.outcomes] == [
+        (order.pk, OverrideResult.CHANGED),
+        (huge, OverrideResult.NOT_FOUND),
+    ]
