@@ -21,6 +21,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core import signing
 from django.core.exceptions import PermissionDenied
+from django.db.models import BLANK_CHOICE_DASH
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -52,9 +53,11 @@ TEMPLATES = "admin/orders/order/change_status_{}.html"
 
 
 class ChangeStatusForm(forms.Form):
+    required_css_class = "required"
+
     new_status = forms.ChoiceField(
         label=_("New payment status"),
-        choices=[("", "---------"), *PaymentStatus.choices],
+        choices=[*BLANK_CHOICE_DASH, *PaymentStatus.choices],
     )
     reason = forms.CharField(
         label=_("Reason"),
