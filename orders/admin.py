@@ -8,6 +8,7 @@ from django.utils.translation import gettext_lazy as _
 from orderflow.history_admin import ReadOnlyHistoryAdmin
 from orderflow.money import format_money
 from orders.admin_display import ADMIN_CSS, status_badge
+from orders.admin_status import ChangeStatusAdmin
 from orders.exceptions import OrderError
 from orders.models import Order, PaymentStatus
 from orders.services import update_order_details
@@ -66,7 +67,7 @@ class GatewayEventInline(admin.TabularInline):
 
 
 @admin.register(Order)
-class OrderAdmin(ReadOnlyHistoryAdmin):
+class OrderAdmin(ChangeStatusAdmin, ReadOnlyHistoryAdmin):
     list_display = [
         "number",
         "status_label",
@@ -110,9 +111,13 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
     ]
     inlines = [LedgerInline, GatewayEventInline]
     history_list_display = ["status", "channel"]
+    actions = ["change_payment_status"]
 
     class Media:
         css = {"all": [ADMIN_CSS]}
+
+    def get_urls(self):
+        return [*self.change_status_urls(), *super().get_urls()]
 
     def get_queryset(self, request):
         return super().get_queryset(request).with_attention()
