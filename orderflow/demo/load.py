@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from orderflow.audit import Channel, audit_context
 from orderflow.demo import DemoDataError
+from orderflow.demo.dates import SET_UP, as_of
 from orderflow.demo.plan import (
     DEFAULT_ORDERS,
     DEFAULT_SEED,
@@ -77,7 +78,8 @@ def load_demo_data(
     plans = build_plan(orders, seed)
     now = now or timezone.now()
     with audit_context(channel=Channel.COMMAND, user=None, reason="Demo data (seed_demo)."):
-        methods, methods_created = set_up_payment_methods()
+        with as_of(now - SET_UP):
+            methods, methods_created = set_up_payment_methods()
         user, password, user_created = set_up_demo_user()
         role_users = set_up_role_users(password)
         created, present = create_orders(
