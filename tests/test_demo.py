@@ -16,7 +16,7 @@ from orders.models import Order
 from orders.models import PaymentStatus as S
 from payments.models import GatewayEvent, PaymentMethod, PaymentTransaction, TransactionKind
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("staff_groups")]
 
 EVERY_SCENARIO = len(SCENARIOS)
 """The first round of the plan plays each scenario once."""

@@ -15,7 +15,7 @@ from orders.models import PaymentStatus as S
 from payments.models import EventOutcome, GatewayEvent, PaymentMethod, PaymentTransaction
 from tests.admin_forms import browser_post_data
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("staff_groups")]
 
 
 @pytest.fixture

@@ -154,7 +154,8 @@ def set_up_role_users(password: str) -> tuple[tuple[str, str], ...]:
     missing = sorted(set(ROLE_USERS.values()) - set(groups))
     if missing:
         raise DemoDataError(
-            "The staff groups are missing (" + ", ".join(missing) + "): run migrate first."
+            "The staff groups are missing (" + ", ".join(missing) + "): orders' staff "
+            "groups migration creates them."
         )
     user_model = get_user_model()
     for username, group_name in ROLE_USERS.items():

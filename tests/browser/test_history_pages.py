@@ -12,7 +12,7 @@ CLERK_PASSWORD = "clerk-pass-123"
 
 
 @pytest.fixture
-def clerk(django_user_model):
+def clerk(django_user_model, staff_groups):
     user = django_user_model.objects.create_user(
         username="desk-clerk", password=CLERK_PASSWORD, is_staff=True
     )

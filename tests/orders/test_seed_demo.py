@@ -9,7 +9,7 @@ from orderflow.demo.plan import DEFAULT_ORDERS, build_plan
 from orders.models import Order, PaymentStatus
 from payments.models import GatewayEvent, PaymentMethod, PaymentTransaction
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("staff_groups")]
 
 
 @pytest.fixture

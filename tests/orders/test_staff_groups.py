@@ -48,10 +48,15 @@ class FakeSchemaEditor:
     connection = connection
 
 
-def test_migrate_creates_the_three_groups_with_their_permissions():
+def test_the_groups_migration_creates_the_three_groups_with_their_permissions():
+    Group.objects.filter(name__in=EXPECTED).delete()
+
+    migration.create_staff_groups(apps, FakeSchemaEditor())
+
     assert group_permissions() == EXPECTED
 
 
+@pytest.mark.usefixtures("staff_groups")
 def test_no_group_may_add_or_delete_anything():
     granted = set().union(*group_permissions().values())
 
@@ -60,6 +65,7 @@ def test_no_group_may_add_or_delete_anything():
     assert "payments.change_gatewayevent" not in granted
 
 
+@pytest.mark.usefixtures("staff_groups")
 def test_the_groups_migration_runs_again_without_duplicates():
     migration.create_staff_groups(apps, FakeSchemaEditor())
 
@@ -76,6 +82,7 @@ def test_the_groups_migration_creates_missing_permissions_first():
     assert "orders.override_payment_status" in group_permissions()["Payments clerk"]
 
 
+@pytest.mark.usefixtures("staff_groups")
 def test_the_groups_migration_is_reversible_and_keeps_other_groups():
     Group.objects.create(name="Warehouse")
 
