@@ -173,6 +173,7 @@ class PaymentMethodAdmin(ReadOnlyHistoryAdmin):
     search_fields = ["code", "name"]
 
     readonly_fields = ["signature_failures", "last_signature_failure_at"]
+    history_list_display = ["name", "kind", "is_active", "channel"]
 
     def get_fields(self, request, obj=None):
         fields = super().get_fields(request, obj)

@@ -74,10 +74,11 @@ def test_payment_method_history_shows_labels(admin_client_):
 
     header, newest, created = history_rows(admin_client_, "payments_paymentmethod", method.pk)
 
-    assert header[1] == "Channel"
-    assert (newest[1], created[1]) == ("Admin", "System")
-    assert newest[4] == created[4] == "-"
-    assert "Name: Wire → Bank wire" in newest[6]
+    assert header[1:5] == ["Name", "Kind", "Active", "Channel"]
+    assert newest[1:3] == ["Bank wire", "Offline"]
+    assert (newest[4], created[4]) == ("Admin", "System")
+    assert newest[7] == created[7] == "-"
+    assert "Name: Wire → Bank wire" in newest[9]
 
 
 def version_page(client, model_name: str, pk: int, record) -> str:

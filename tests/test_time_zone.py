@@ -101,3 +101,31 @@ def test_an_unknown_time_zone_is_a_clear_startup_error():
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert "TIME_ZONE='Mars/Olympus_Mons' is not a time zone" in result.stderr
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "page_name", ["payments_paymenttransaction_changelist", "payments_gatewayevent_changelist"]
+)
+def test_the_ledger_and_event_lists_show_dates_with_their_zone(
+    admin_client, order, settings, page_name
+):
+    from payments.models import GatewayEvent, PaymentTransaction
+    from payments.services import apply_gateway_event
+    from tests.factories import event
+
+    apply_gateway_event(order, event("captured", "20.00"))
+    GatewayEvent.objects.create(
+        payment_method=order.payment_method,
+        event_id="evt_tz",
+        event_type="payment.captured",
+        order=order,
+        raw_body="{}",
+    )
+    PaymentTransaction.objects.update(created_at=PLACED)
+    GatewayEvent.objects.update(received_at=PLACED)
+    settings.TIME_ZONE = "Europe/Paris"
+
+    html = page(admin_client, reverse(f"admin:{page_name}"))
+
+    assert "23 Nov 2026, 10:14 CET" in html
