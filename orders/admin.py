@@ -112,6 +112,8 @@ class OrderAdmin(ChangeStatusAdmin, ReadOnlyHistoryAdmin):
     inlines = [LedgerInline, GatewayEventInline]
     history_list_display = ["status", "channel"]
     actions = ["change_payment_status"]
+    # Worked out from today's rows, so not shown on a past version's page.
+    history_version_exclude = ["attention_summary"]
 
     class Media:
         css = {"all": [ADMIN_CSS]}
