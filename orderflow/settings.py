@@ -13,9 +13,12 @@ environment:
   project folder), e.g. ``postgres://user:pass@host:5432/orderflow``.
 - ``DJANGO_SECURE_SSL_REDIRECT``, ``DJANGO_HSTS_SECONDS``,
   ``DJANGO_TRUST_X_FORWARDED_PROTO``: HTTPS hardening for production.
+- ``TIME_ZONE``: the IANA zone the admin shows dates in (default ``UTC``),
+  e.g. ``Europe/Paris``; every date shown names its zone.
 """
 
 import os
+import zoneinfo
 from pathlib import Path
 
 import dj_database_url
@@ -114,10 +117,26 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+
+def env_time_zone(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip() or default
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a time zone: use an IANA name such as "
+            "'UTC' or 'Europe/Paris'."
+        ) from exc
+    return value
+
+
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+TIME_ZONE = env_time_zone("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
+# Dates name their zone ("23 Nov 2026, 09:14 UTC"): the locale's own formats
+# win over settings.DATETIME_FORMAT, so the project's formats module says it.
+FORMAT_MODULE_PATH = ["orderflow.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpResponseRedirect
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
@@ -10,6 +10,7 @@ from orderflow.money import format_money
 from orders.admin_actions import action_urls
 from orders.admin_display import ADMIN_CSS, status_badge
 from orders.admin_page import order_page_context
+from orders.admin_status import ChangeStatusAdmin
 from orders.exceptions import OrderError
 from orders.models import Order, PaymentStatus
 from orders.services import update_order_details
@@ -31,7 +32,7 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
 
 
 @admin.register(Order)
-class OrderAdmin(ReadOnlyHistoryAdmin):
+class OrderAdmin(ChangeStatusAdmin, ReadOnlyHistoryAdmin):
     list_display = [
         "number",
         "status_label",
@@ -54,18 +55,42 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
         "gateway_reference",
         "placed_at",
         "updated_at",
+        "money_summary",
+        "attention_summary",
     ]
-    # The page (templates/admin/orders/order/change_form.html, orders/admin_page.py)
-    # lays these out itself; customer_email is the one editable field.
     fieldsets = [
-        (None, {"fields": ["number", "status", "order_total", "payment_method"]}),
+        (None, {"fields": ["number", "status", "attention_summary"]}),
+        (
+            _("Money"),
+            {
+                "fields": [
+                    "order_total",
+                    "money_summary",
+                    "payment_method",
+                    "gateway_reference",
+                ]
+            },
+        ),
         (_("Customer"), {"fields": ["customer_email"]}),
-        (_("Dates"), {"fields": ["gateway_reference", "placed_at", "updated_at"]}),
+        (_("Dates"), {"fields": ["placed_at", "updated_at"]}),
     ]
     history_list_display = ["status", "channel"]
+    actions = ["change_payment_status"]
+    # Worked out from today's rows, so not shown on a past version's page.
+    history_version_exclude = ["attention_summary"]
 
     class Media:
         css = {"all": [ADMIN_CSS]}
+
+    def get_urls(self):
+        # Before the admin's own: "<id>/capture/" must not read as an object id.
+        return [*action_urls(self), *self.change_status_urls(), *super().get_urls()]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # The order page's own blocks (templates/admin/orders/order/change_form.html).
+        if obj is not None:
+            context.update(order_page_context(request, obj))
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_queryset(self, request):
         return super().get_queryset(request).with_attention()
@@ -76,15 +101,6 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
-
-    def get_urls(self):
-        # The money actions first: "<id>/capture/" must not read as "<id>/change/".
-        return [*action_urls(self), *super().get_urls()]
-
-    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
-        if obj is not None:
-            context.update(order_page_context(request, obj))
-        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         try:
@@ -133,4 +149,30 @@ class OrderAdmin(ReadOnlyHistoryAdmin):
             '<strong style="color: var(--error-fg, #ba2121)" title="{}">&#9888; {}</strong>',
             " ".join(obj.attention_reasons),
             _("Needs attention"),
+        )
+
+    @admin.display(description=_("money"))
+    def money_summary(self, obj: Order):
+        if obj.disputed_amount:
+            return format_html(
+                "{} captured, {} refunded, {} withdrawn for a dispute, {} kept",
+                format_money(obj.captured_amount, obj.currency),
+                format_money(obj.refunded_amount, obj.currency),
+                format_money(obj.disputed_amount, obj.currency),
+                format_money(obj.kept_amount, obj.currency),
+            )
+        return format_html(
+            "{} captured, {} refunded, {} kept",
+            format_money(obj.captured_amount, obj.currency),
+            format_money(obj.refunded_amount, obj.currency),
+            format_money(obj.kept_amount, obj.currency),
+        )
+
+    @admin.display(description=_("needs attention"))
+    def attention_summary(self, obj: Order):
+        reasons = [*obj.attention_reasons, *obj.ledger_mismatch_reasons()]
+        if not reasons:
+            return _("No: status and ledger agree.")
+        return format_html(
+            "<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((r,) for r in reasons))
         )

@@ -9,24 +9,35 @@ context (``orderflow.audit``).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 from django_fsm import has_transition_perm
 
 from orderflow.audit import Channel, audit_context, channel_or
 from orderflow.money import InvalidAmount, parse_amount
-from orders.exceptions import AlreadyInStatus, DiscouragedTransition, InvalidOrder
+from orders.exceptions import (
+    AlreadyInStatus,
+    DiscouragedTransition,
+    InvalidOrder,
+    OrderError,
+)
 from orders.models import CONFIRM_DISCOURAGED_PERMISSION, Order, PaymentStatus
 from orders.policy import discouraged_reason
 from payments.gateways.base import CheckoutOutcome, PaymentResult
 from payments.models import CaptureMode, PaymentMethod, TransactionKind
+
+logger = logging.getLogger(__name__)
 
 
 def _validated_email(value: str) -> str:
@@ -278,3 +289,214 @@ def override_status(
             locked.override(new_status)
             locked.save_status()
     return locked
+
+
+class OverrideResult(models.TextChoices):
+    """What a bulk override did with one order."""
+
+    CHANGED = "changed", _lazy("Changed")
+    """The status was changed to the target."""
+    ALREADY = "already", _lazy("Already there")
+    """The order already had the target status: nothing to do."""
+    DISCOURAGED = "discouraged", _lazy("Refused: discouraged")
+    """A discouraged change that was not confirmed."""
+    PERMISSION = "permission", _lazy("Refused: not allowed")
+    """The user may not make this change."""
+    MOVED = "moved", _lazy("Refused: status changed meanwhile")
+    """The status is no longer the one the user saw and confirmed."""
+    NOT_FOUND = "not_found", _lazy("Refused: not found")
+    """No order has this id."""
+    FAILED = "failed", _lazy("Failed")
+    """Something went wrong; nothing was changed for this order."""
+
+
+REFUSALS = frozenset(
+    {
+        OverrideResult.DISCOURAGED,
+        OverrideResult.PERMISSION,
+        OverrideResult.MOVED,
+        OverrideResult.NOT_FOUND,
+    }
+)
+
+
+@dataclass(frozen=True)
+class OverrideOutcome:
+    """One order's line in an :class:`OverrideSummary`."""
+
+    pk: int
+    result: str
+    order: Order | None = None
+    old_status: str = ""
+    message: str = ""
+
+    @property
+    def refused(self) -> bool:
+        return self.result in REFUSALS
+
+
+@dataclass
+class OverrideSummary:
+    """What :func:`override_statuses` did, one outcome per order, in primary-key order."""
+
+    new_status: str
+    outcomes: list[OverrideOutcome] = field(default_factory=list)
+
+    def with_result(self, *results: str) -> list[OverrideOutcome]:
+        return [outcome for outcome in self.outcomes if outcome.result in results]
+
+    @property
+    def changed(self) -> list[OverrideOutcome]:
+        return self.with_result(OverrideResult.CHANGED)
+
+    @property
+    def already(self) -> list[OverrideOutcome]:
+        return self.with_result(OverrideResult.ALREADY)
+
+    @property
+    def refused(self) -> list[OverrideOutcome]:
+        return [outcome for outcome in self.outcomes if outcome.refused]
+
+    @property
+    def not_found(self) -> list[OverrideOutcome]:
+        return self.with_result(OverrideResult.NOT_FOUND)
+
+    @property
+    def failed(self) -> list[OverrideOutcome]:
+        return self.with_result(OverrideResult.FAILED)
+
+    def counts(self) -> dict[str, int]:
+        """Return how many orders ended in each result (every result named, zeros kept)."""
+        return {result: len(self.with_result(result)) for result in OverrideResult.values}
+
+
+def order_pk_in_range(pk: int) -> bool:
+    """Return whether ``pk`` fits the order id column (a larger one cannot exist)."""
+    low, high = connection.ops.integer_field_range(Order._meta.pk.get_internal_type())
+    return (low is None or pk >= low) and (high is None or pk <= high)
+
+
+def _pks(orders_or_pks: Iterable[Order | int]) -> list[int]:
+    pks = set()
+    for item in orders_or_pks:
+        pk = item.pk if isinstance(item, Order) else item
+        if isinstance(pk, bool) or not isinstance(pk, int):
+            raise InvalidOrder(_("%(value)r is not an order id.") % {"value": pk})
+        pks.add(pk)
+    return sorted(pks)
+
+
+def override_statuses(
+    orders_or_pks: Iterable[Order | int],
+    new_status: str,
+    *,
+    user: Any,
+    reason: str,
+    allow_discouraged: bool = False,
+    seen_statuses: Mapping[int, str] | None = None,
+) -> OverrideSummary:
+    """
+    Override the status of many orders, one by one; return what happened to each.
+
+    Each order goes through :func:`override_status` in a transaction of its
+    own, in primary-key order (the same lock order as any other bulk path),
+    so one refusal or failure never undoes the others. With
+    ``seen_statuses`` (``{pk: status}``, what the user confirmed), an order
+    whose status is no longer the one seen is left alone and reported as
+    moved: nobody confirmed the change from its new status. Raise
+    InvalidOrder, before touching anything, for an unknown target status, a
+    blank reason or an id that is not an integer.
+    """
+    if new_status not in PaymentStatus.values:
+        raise InvalidOrder(
+            _("%(status)r is not a payment status; use one of: %(allowed)s.")
+            % {"status": new_status, "allowed": ", ".join(PaymentStatus.values)}
+        )
+    if not (reason or "").strip():
+        raise InvalidOrder(_("A reason is required to change a status by hand."))
+    summary = OverrideSummary(new_status=new_status)
+    for pk in _pks(orders_or_pks):
+        summary.outcomes.append(
+            _override_one(
+                pk,
+                new_status,
+                user=user,
+                reason=reason,
+                allow_discouraged=allow_discouraged,
+                seen=None if seen_statuses is None else seen_statuses.get(pk),
+                check_seen=seen_statuses is not None,
+            )
+        )
+    return summary
+
+
+def _override_one(
+    pk: int,
+    new_status: str,
+    *,
+    user: Any,
+    reason: str,
+    allow_discouraged: bool,
+    seen: str | None,
+    check_seen: bool,
+) -> OverrideOutcome:
+    order = None
+    old = ""
+    try:
+        if not order_pk_in_range(pk):
+            # Never sent to the database: some drivers raise on an out-of-range integer.
+            raise Order.DoesNotExist
+        with transaction.atomic():
+            order = Order.objects.lock(pk)
+            old = order.status
+            if check_seen and old not in (seen, new_status):
+                return OverrideOutcome(
+                    pk,
+                    OverrideResult.MOVED,
+                    order,
+                    old,
+                    _(
+                        "Order %(number)s is now %(now)s, not %(seen)s as when the change "
+                        "was confirmed; it was left alone."
+                    )
+                    % {
+                        "number": order.number,
+                        "now": _label(old),
+                        "seen": _label(seen) if seen else _("unknown"),
+                    },
+                )
+            order = override_status(
+                order, new_status, user=user, reason=reason, allow_discouraged=allow_discouraged
+            )
+    except Order.DoesNotExist:
+        return OverrideOutcome(
+            pk,
+            OverrideResult.NOT_FOUND,
+            message=_("There is no order with id %(pk)s.") % {"pk": pk},
+        )
+    except AlreadyInStatus as exc:
+        return OverrideOutcome(pk, OverrideResult.ALREADY, order, old, str(exc))
+    except DiscouragedTransition as exc:
+        return OverrideOutcome(pk, OverrideResult.DISCOURAGED, order, old, exc.reason)
+    except PermissionDenied as exc:
+        return OverrideOutcome(pk, OverrideResult.PERMISSION, order, old, str(exc))
+    except OrderError as exc:
+        return OverrideOutcome(pk, OverrideResult.FAILED, order, old, str(exc))
+    except Exception:
+        # One broken order must not stop the others; the trace goes to the log.
+        logger.exception("Overriding the status of order id %s failed", pk)
+        return OverrideOutcome(
+            pk,
+            OverrideResult.FAILED,
+            order,
+            old,
+            _("An unexpected error occurred; nothing was changed for this order."),
+        )
+    return OverrideOutcome(pk, OverrideResult.CHANGED, order, old)
+
+
+def _label(status: str) -> str:
+    try:
+        return str(PaymentStatus(status).label)
+    except ValueError:
+        return status

@@ -16,6 +16,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from orderflow.admin_lookups import NoSecretLookupsMixin
+from orderflow.audit import audit_context
 from orderflow.history_admin import ReadOnlyHistoryAdmin
 from payments.exceptions import PaymentError
 from payments.gateways.registry import gateway_paths
@@ -172,6 +173,7 @@ class PaymentMethodAdmin(ReadOnlyHistoryAdmin):
     search_fields = ["code", "name"]
 
     readonly_fields = ["signature_failures", "last_signature_failure_at"]
+    history_list_display = ["name", "kind", "is_active", "channel"]
 
     def get_fields(self, request, obj=None):
         fields = super().get_fields(request, obj)
@@ -213,7 +215,17 @@ class PaymentMethodAdmin(ReadOnlyHistoryAdmin):
         elif form.changed_data:
             # Only what the form changed: callbacks count rejected signatures
             # on this row meanwhile, and a page saved unchanged writes no history.
-            obj.save(update_fields=form.changed_data)
+            # The history keeps no secret, so its record says which was replaced.
+            replaced = [
+                str(form.fields[name].label) for name in SECRET_STATES if name in form.changed_data
+            ]
+            reason = (
+                gettext("Replaced: %(secrets)s.") % {"secrets": ", ".join(replaced)}
+                if replaced
+                else None
+            )
+            with audit_context(reason=reason):
+                obj.save(update_fields=form.changed_data)
 
 
 class ReadOnlyAdmin(NoSecretLookupsMixin, admin.ModelAdmin):

@@ -89,3 +89,27 @@ def overriding_clerk(django_user_model):
         Permission.objects.get(codename="override_payment_status", content_type__app_label="orders")
     )
     return django_user_model.objects.get(pk=user.pk)
+
+
+@pytest.fixture
+def staff_groups(db):
+    """
+    The staff groups, as orders' staff groups migration creates them.
+
+    Tests with ``transaction=True`` empty every table when they end, data
+    migrations' rows included; running the migration's function again (it is
+    idempotent) puts the groups back for the tests that need them.
+    """
+    import importlib
+
+    from django.apps import apps
+    from django.db import connection
+
+    migration = importlib.import_module("orders.migrations.0005_staff_groups")
+
+    class SchemaEditor:
+        pass
+
+    editor = SchemaEditor()
+    editor.connection = connection
+    migration.create_staff_groups(apps, editor)

@@ -14,9 +14,9 @@ from orderflow.demo.load import load_demo_data
 from orderflow.demo.plan import SCENARIOS, build_plan
 from orders.models import Order
 from orders.models import PaymentStatus as S
-from payments.models import GatewayEvent, PaymentTransaction, TransactionKind
+from payments.models import GatewayEvent, PaymentMethod, PaymentTransaction, TransactionKind
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("staff_groups")]
 
 EVERY_SCENARIO = len(SCENARIOS)
 """The first round of the plan plays each scenario once."""
@@ -130,3 +130,50 @@ def test_offline_money_is_recorded_by_staff_as_ledger_rows():
     marked = Order.objects.get(number=plans["offline_marked_paid"].number)
     assert not PaymentTransaction.objects.filter(order=marked).exists()
     assert marked.needs_attention
+
+
+def test_no_demo_record_carries_the_moment_of_loading():
+    # The stories end an hour before the real clock, so a date stamped at
+    # loading time (the services' own clock) would be after ``now``.
+    now = timezone.now() - timedelta(hours=1)
+
+    load_demo_data(orders=EVERY_SCENARIO, now=now)
+
+    first_placed = Order.objects.earliest("placed_at").placed_at
+    dates = {
+        "order history": list(Order.history.values_list("history_date", flat=True)),
+        "ledger": list(PaymentTransaction.objects.values_list("created_at", flat=True)),
+        "events received": list(GatewayEvent.objects.values_list("received_at", flat=True)),
+        "events processed": list(GatewayEvent.objects.values_list("processed_at", flat=True)),
+        "orders updated": list(Order.objects.values_list("updated_at", flat=True)),
+    }
+    assert GatewayEvent.objects.exists() and PaymentTransaction.objects.exists()
+    late = {name: max(when) for name, when in dates.items() if max(when) >= now}
+    assert late == {}
+    # The payment methods were set up before the first order was placed.
+    method_dates = list(PaymentMethod.history.values_list("history_date", flat=True))
+    assert method_dates and max(method_dates) < first_placed
+
+
+def test_each_orders_story_runs_in_order_after_its_placement():
+    now = timezone.now()
+
+    load_demo_data(orders=EVERY_SCENARIO, now=now)
+
+    spread = set()
+    for order in Order.objects.all():
+        steps = sorted(
+            [
+                *order.history.values_list("history_date", flat=True),
+                *order.transactions.values_list("created_at", flat=True),
+                *order.gateway_events.values_list("received_at", flat=True),
+            ]
+        )
+        assert steps[0] == order.placed_at, order.number
+        for event in order.gateway_events.all():
+            # A callback's ledger row is written when the callback is processed.
+            for row in event.transactions.all():
+                assert event.received_at <= row.created_at <= event.processed_at, order.number
+        spread.update(steps)
+    # Dated along the stories, not one instant for everything.
+    assert len(spread) > EVERY_SCENARIO

@@ -18,7 +18,11 @@ from django.db.models import Max
 from django.utils import timezone
 
 from orders.models import Order
-from payments.models import GatewayEvent, PaymentTransaction
+from payments.models import GatewayEvent, PaymentMethod, PaymentTransaction
+
+SET_UP = timedelta(days=31)
+"""How long before the demo's end the payment methods were set up: before
+the oldest demo order (30 days at most)."""
 
 # How long after the previous step each later step happens, when the order
 # is old enough; a younger order's story is compressed (``StoryClock``).
@@ -67,7 +71,8 @@ def as_of(when: datetime) -> Iterator[None]:
     Run one demo step, then date what it wrote ``when`` instead of now.
 
     The services stamp the current time, as they must. Afterwards, the rows
-    the step created (ledger rows, gateway events, history records) and the
+    the step created (ledger rows, gateway events, the history records of
+    orders and payment methods) and the
     events it processed are re-dated with queryset updates, and the orders
     it changed get ``when`` as their last update. Demo data only: steps run
     one at a time, so "created by this step" is "newer than before it".
@@ -76,7 +81,9 @@ def as_of(when: datetime) -> Iterator[None]:
     ledger = _last_pk(PaymentTransaction.objects)
     events = _last_pk(GatewayEvent.objects)
     history = _last_pk(Order.history)
+    method_history = _last_pk(PaymentMethod.history)
     yield
+    PaymentMethod.history.filter(history_id__gt=method_history).update(history_date=when)
     PaymentTransaction.objects.filter(pk__gt=ledger).update(created_at=when)
     GatewayEvent.objects.filter(pk__gt=events).update(received_at=when)
     GatewayEvent.objects.filter(processed_at__gte=started).update(processed_at=when)

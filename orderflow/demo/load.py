@@ -1,9 +1,10 @@
 """
-Loading the demo data: payment methods, the planned orders, a superuser.
+Loading the demo data: payment methods, the planned orders, a superuser and
+one staff user per staff group.
 
 Idempotent: orders already present are skipped, payment methods are only
-changed where they differ. The demo superuser gets a new random password on
-every load, returned for the command to print.
+changed where they differ. The demo users get a new random password on
+every load (the same for all of them), returned for the command to print.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db.models import Count
 from django.utils import timezone
 
 from orderflow.audit import Channel, audit_context
 from orderflow.demo import DemoDataError
+from orderflow.demo.dates import SET_UP, as_of
 from orderflow.demo.plan import (
     DEFAULT_ORDERS,
     DEFAULT_SEED,
@@ -31,6 +34,13 @@ from orders.models import Order
 from payments.models import PaymentMethod
 
 DEMO_USERNAME = "demo"
+# One demo user per staff group (created by orders' staff groups migration),
+# to walk the admin as each role.
+ROLE_USERS: dict[str, str] = {
+    "viewer": "Order viewer",
+    "clerk": "Payments clerk",
+    "manager": "Payments manager",
+}
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,8 @@ class DemoSummary:
     password: str
     """The demo superuser's new password: it changes on every load."""
     user_created: bool
+    role_users: tuple[tuple[str, str], ...] = ()
+    """(username, group) of the demo staff users; they share the superuser's password."""
 
 
 def load_demo_data(
@@ -66,8 +78,10 @@ def load_demo_data(
     plans = build_plan(orders, seed)
     now = now or timezone.now()
     with audit_context(channel=Channel.COMMAND, user=None, reason="Demo data (seed_demo)."):
-        methods, methods_created = set_up_payment_methods()
+        with as_of(now - SET_UP):
+            methods, methods_created = set_up_payment_methods()
         user, password, user_created = set_up_demo_user()
+        role_users = set_up_role_users(password)
         created, present = create_orders(
             plans, DemoOrders(methods=methods, staff_user=user, now=now)
         )
@@ -88,6 +102,7 @@ def load_demo_data(
         username=user.get_username(),
         password=password,
         user_created=user_created,
+        role_users=role_users,
     )
 
 
@@ -131,6 +146,32 @@ def set_up_demo_user() -> tuple[Any, str, bool]:
     user.set_password(password)
     user.save()
     return user, password, created
+
+
+def set_up_role_users(password: str) -> tuple[tuple[str, str], ...]:
+    """Give each staff group a demo user (staff, not superuser) with ``password``."""
+    groups = {group.name: group for group in Group.objects.filter(name__in=ROLE_USERS.values())}
+    missing = sorted(set(ROLE_USERS.values()) - set(groups))
+    if missing:
+        raise DemoDataError(
+            "The staff groups are missing (" + ", ".join(missing) + "): orders' staff "
+            "groups migration creates them."
+        )
+    user_model = get_user_model()
+    for username, group_name in ROLE_USERS.items():
+        user, _ = user_model._default_manager.get_or_create(
+            **{user_model.USERNAME_FIELD: username},
+            defaults={"email": f"{username}@example.com"},
+        )
+        user.is_active = True
+        user.is_staff = True
+        user.is_superuser = False
+        user.set_password(password)
+        user.save()
+        # Exactly the one group: the user shows what that role may do.
+        user.groups.set([groups[group_name]])
+        user.user_permissions.clear()
+    return tuple(ROLE_USERS.items())
 
 
 def create_orders(plans: list[OrderPlan], demo: DemoOrders) -> tuple[list[OrderPlan], int]:

@@ -301,3 +301,21 @@ def test_query_count_does_not_grow_with_history_ledger_or_events(
         counts.append(len(queries))
 
     assert counts[0] == counts[1], counts
+
+
+def test_change_status_button_for_those_who_may_override(make_order):
+    order = make_order(S.PAID)
+    link = reverse("admin:orders_order_change_status", args=[order.pk])
+
+    overriding = section(
+        logged_in(staff_with("view_order", "override")).get(page_url(order)), "actions"
+    )
+    refunding = section(
+        logged_in(staff_with("view_order", "refund")).get(page_url(order)), "actions"
+    )
+
+    assert f'href="{link}"' in overriding and ">Change status</a>" in overriding
+    assert link not in refunding
+    assert "Change status: You do not have permission to change the payment status." in (
+        text_of(refunding)
+    )

@@ -9,7 +9,7 @@ from orderflow.demo.plan import DEFAULT_ORDERS, build_plan
 from orders.models import Order, PaymentStatus
 from payments.models import GatewayEvent, PaymentMethod, PaymentTransaction
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("staff_groups")]
 
 
 @pytest.fixture
@@ -160,3 +160,46 @@ def test_seed_demo_refuses_to_run_without_debug(settings):
 
     assert not Order.objects.exists()
     assert not get_user_model().objects.filter(username="demo").exists()
+
+
+ROLE_USERS = {"viewer": "Order viewer", "clerk": "Payments clerk", "manager": "Payments manager"}
+
+
+def test_seed_demo_creates_one_staff_user_per_group_with_the_printed_password(debug, client):
+    output = seed(orders=0)
+
+    password = printed_password(output)
+    for username, group in ROLE_USERS.items():
+        assert re.search(rf"^\s+{username}\s+{group}$", output, re.MULTILINE), output
+        user = get_user_model().objects.get(username=username)
+        assert user.is_active and user.is_staff and not user.is_superuser
+        assert list(user.groups.values_list("name", flat=True)) == [group]
+        assert user.check_password(password)
+        assert client.login(username=username, password=password)
+        assert client.get("/admin/orders/order/").status_code == 200
+
+
+def test_seed_demo_twice_keeps_one_user_per_role_with_the_new_password(debug):
+    seed(orders=0)
+    users = get_user_model().objects.count()
+
+    output = seed(orders=0)
+
+    assert get_user_model().objects.count() == users
+    for username, group in ROLE_USERS.items():
+        user = get_user_model().objects.get(username=username)
+        assert list(user.groups.values_list("name", flat=True)) == [group]
+        assert user.check_password(printed_password(output))
+
+
+def test_seed_demo_puts_a_role_user_back_in_its_group_only(debug, django_user_model):
+    from django.contrib.auth.models import Group
+
+    viewer = django_user_model.objects.create_user(username="viewer", is_superuser=True)
+    viewer.groups.add(Group.objects.get(name="Payments manager"))
+
+    seed(orders=0)
+
+    viewer.refresh_from_db()
+    assert not viewer.is_superuser
+    assert list(viewer.groups.values_list("name", flat=True)) == ["Order viewer"]

@@ -108,6 +108,17 @@ def test_saving_the_page_unchanged_writes_no_history(admin_client_, method, url)
     assert method.history.count() == before
 
 
+def test_a_replaced_secret_is_named_in_the_history_never_shown(admin_client_, method, url):
+    assert_saved(post_change_form(admin_client_, url, webhook_secret="whsec_rotated_value"))
+
+    record = method.history.latest("history_id")
+    assert record.history_change_reason == "Replaced: Webhook secret."
+    assert record.history_user is not None and record.channel == "admin"
+    page = admin_client_.get(reverse("admin:payments_paymentmethod_history", args=[method.pk]))
+    assert "Replaced: Webhook secret." in page.text
+    assert "whsec_rotated_value" not in page.text
+
+
 @pytest.mark.parametrize(
     "permissions", [["view_paymentmethod"], ["view_paymentmethod", "view_order"]]
 )

@@ -16,7 +16,8 @@ ADMIN_URL = "http://127.0.0.1:8000/admin/"
 class Command(BaseCommand):
     help = (
         "Create demo payment methods, orders in every payment status (built through "
-        "the real services) and a 'demo' superuser with a new random password. "
+        "the real services), a 'demo' superuser and staff users 'viewer', 'clerk' and "
+        "'manager' in the staff groups, all with one new random password. "
         "Local demos only; running it again adds nothing."
     )
 
@@ -76,9 +77,16 @@ class Command(BaseCommand):
         self.stdout.write(f"  Admin:     {ADMIN_URL}")
         self.stdout.write(f"  Username:  {summary.username}")
         self.stdout.write(f"  Password:  {summary.password}")
+        self.stdout.write("")
+        self.stdout.write(
+            "Staff users, one per staff group, with the same password (see the "
+            "README's staff groups):"
+        )
+        for username, group in summary.role_users:
+            self.stdout.write(f"  {username:<10} {group}")
         self.stdout.write(
             self.style.WARNING(
                 "These credentials are for this local demo only. The password changes "
-                "every time seed_demo runs."
+                "every time seed_demo runs, for every demo user."
             )
         )

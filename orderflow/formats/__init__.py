@@ -1,0 +1,1 @@
+"""Date formats that name the time zone, for the admin (``FORMAT_MODULE_PATH``)."""
