@@ -7,12 +7,13 @@ from django.utils.translation import gettext_lazy as _
 
 from orderflow.history_admin import ReadOnlyHistoryAdmin
 from orderflow.money import format_money
+from orders.admin_actions import action_urls
 from orders.admin_display import ADMIN_CSS, status_badge
+from orders.admin_page import order_page_context
 from orders.admin_status import ChangeStatusAdmin
 from orders.exceptions import OrderError
 from orders.models import Order, PaymentStatus
 from orders.services import update_order_details
-from payments.models import GatewayEvent, PaymentTransaction
 
 
 class NeedsAttentionFilter(admin.SimpleListFilter):
@@ -28,42 +29,6 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
         if self.value() == "no":
             return queryset.not_needing_attention()
         return queryset
-
-
-class LedgerInline(admin.TabularInline):
-    model = PaymentTransaction
-    fields = ["created_at", "kind", "money", "reference", "channel", "created_by"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
-    verbose_name_plural = _("ledger")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    @admin.display(description=_("amount"))
-    def money(self, obj: PaymentTransaction) -> str:
-        # In the currency's own decimals (100.00 USD, 1500 JPY), not storage precision.
-        return format_money(obj.amount, obj.currency)
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
-class GatewayEventInline(admin.TabularInline):
-    model = GatewayEvent
-    fields = ["received_at", "event_type", "event_id", "outcome", "detail"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Order)
@@ -109,7 +74,6 @@ class OrderAdmin(ChangeStatusAdmin, ReadOnlyHistoryAdmin):
         (_("Customer"), {"fields": ["customer_email"]}),
         (_("Dates"), {"fields": ["placed_at", "updated_at"]}),
     ]
-    inlines = [LedgerInline, GatewayEventInline]
     history_list_display = ["status", "channel"]
     actions = ["change_payment_status"]
     # Worked out from today's rows, so not shown on a past version's page.
@@ -119,7 +83,14 @@ class OrderAdmin(ChangeStatusAdmin, ReadOnlyHistoryAdmin):
         css = {"all": [ADMIN_CSS]}
 
     def get_urls(self):
-        return [*self.change_status_urls(), *super().get_urls()]
+        # Before the admin's own: "<id>/capture/" must not read as an object id.
+        return [*action_urls(self), *self.change_status_urls(), *super().get_urls()]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # The order page's own blocks (templates/admin/orders/order/change_form.html).
+        if obj is not None:
+            context.update(order_page_context(request, obj))
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_queryset(self, request):
         return super().get_queryset(request).with_attention()
