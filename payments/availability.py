@@ -31,7 +31,7 @@ from payments.models import (
 from payments.requests import pending_amount
 
 CAPTURE_PERMISSION = "payments.capture_payment"
-VOID_PERMISSION = "payments.void_payment"
+VOID_PERMISSION = CAPTURE_PERMISSION  # one decision about held money: capture or release it
 REFUND_PERMISSION = "payments.refund_payment"
 OFFLINE_PERMISSION = offline.PERMISSION
 

@@ -206,8 +206,9 @@ class PaymentTransaction(models.Model):
         ]
         indexes = [models.Index(fields=["order", "kind"], name="ledger_order_kind")]
         permissions = [
-            ("capture_payment", _("Can capture payments through the gateway")),
-            ("void_payment", _("Can void payments through the gateway")),
+            # One permission for both: capturing and releasing an authorization
+            # are the same decision about money the gateway holds.
+            ("capture_payment", _("Can capture and void payments through the gateway")),
             ("refund_payment", _("Can refund payments through the gateway")),
             ("record_offline_payment", _("Can record offline payments and refunds")),
         ]

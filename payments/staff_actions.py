@@ -57,6 +57,13 @@ class _StaffAction:
     done: str
 
 
+# Capturing and voiding an authorization are one decision, one permission.
+PERMISSIONS = {
+    RequestAction.CAPTURE: "payments.capture_payment",
+    RequestAction.VOID: "payments.capture_payment",
+    RequestAction.REFUND: "payments.refund_payment",
+}
+
 # Which status allows which action is the model's transitions' rule; staff
 # capture additionally needs an authorization at the gateway to capture.
 _STAFF_ACTIONS = {
@@ -90,7 +97,7 @@ def submit(
     an error, not a silent risk.
     """
     spec = _STAFF_ACTIONS[action]
-    if user is not None and not user.has_perm(f"payments.{action}_payment"):
+    if user is not None and not user.has_perm(PERMISSIONS[action]):
         raise PermissionDenied(
             _("You are not allowed to %(action)s payments.") % {"action": action}
         )

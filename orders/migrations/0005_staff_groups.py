@@ -27,7 +27,6 @@ MANAGER = [
     *CLERK,
     ("orders", "confirm_discouraged_transition"),
     ("payments", "capture_payment"),
-    ("payments", "void_payment"),
     ("payments", "refund_payment"),
     ("payments", "replay_gatewayevent"),
     ("payments", "change_paymentmethod"),

@@ -109,7 +109,7 @@ def test_partial_refund_then_the_rest(page, login, screenshot, make_order):
 
 
 def test_capture_of_an_authorized_order(page, login, screenshot, make_order):
-    staff_with("view_order", "capture", "void", username="cashier", password=PASSWORD)
+    staff_with("view_order", "capture", username="cashier", password=PASSWORD)
     order = make_order(S.AUTHORIZED)
 
     login("cashier", PASSWORD)

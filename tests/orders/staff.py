@@ -11,7 +11,6 @@ PERMISSIONS = {
     "override": ("orders", "override_payment_status"),
     "record": ("payments", "record_offline_payment"),
     "capture": ("payments", "capture_payment"),
-    "void": ("payments", "void_payment"),
     "refund": ("payments", "refund_payment"),
     "acknowledge": ("payments", "acknowledge_gatewayevent"),
     "replay": ("payments", "replay_gatewayevent"),

@@ -135,7 +135,7 @@ def test_cashier_sees_refund_refused_with_the_methods_reason(make_order):
         code="norefund", name="Stripe", supports_refunds=False, supports_partial_refunds=False
     )
     order = make_order(S.PAID, method=method)
-    user = staff_with("view_order", "capture", "void", "refund")
+    user = staff_with("view_order", "capture", "refund")
 
     actions = text_of(section(logged_in(user).get(page_url(order)), "actions"))
 

@@ -26,7 +26,6 @@ CLERK = VIEWER | {
 MANAGER = CLERK | {
     "orders.confirm_discouraged_transition",
     "payments.capture_payment",
-    "payments.void_payment",
     "payments.refund_payment",
     "payments.replay_gatewayevent",
     "payments.change_paymentmethod",

@@ -13,9 +13,7 @@ def cashier(django_user_model):
     """A staff user allowed to capture, void and refund through the gateway."""
     user = django_user_model.objects.create_user(username="cashier", is_staff=True)
     user.user_permissions.add(
-        *Permission.objects.filter(
-            codename__in=["capture_payment", "void_payment", "refund_payment"]
-        )
+        *Permission.objects.filter(codename__in=["capture_payment", "refund_payment"])
     )
     return django_user_model.objects.get(pk=user.pk)
 
