@@ -23,6 +23,7 @@ from django_fsm import can_proceed
 from orderflow.money import ZERO, format_money, money
 from orders.models import OVERRIDE_PERMISSION, Order, PaymentStatus
 from payments import offline
+from payments.gateways.registry import get_gateway
 from payments.models import (
     PaymentTransaction,
     RequestAction,
@@ -216,6 +217,9 @@ def _capture(order: Order, user: Any, held: Decimal, status: str) -> MoneyAction
     limit = min(held, money(order.total - order.captured_amount)) - pending
     if limit <= 0:
         return _refuse(name, label, in_progress or _("Nothing left to capture."))
+    missing_key = _missing_credentials(order)
+    if missing_key:
+        return _refuse(name, label, missing_key)
     return MoneyAction(name, label, True, limit=money(limit))
 
 
@@ -234,6 +238,9 @@ def _void(order: Order, user: Any, status: str) -> MoneyAction:
         pending, in_progress = _in_progress(order, action)
         if pending:
             return _refuse(name, label, in_progress)
+    missing_key = _missing_credentials(order)
+    if missing_key:
+        return _refuse(name, label, missing_key)
     return MoneyAction(name, label, True)
 
 
@@ -266,7 +273,22 @@ def _refund(order: Order, user: Any, status: str) -> MoneyAction:
     limit = refundable - pending
     if limit <= 0:
         return _refuse(name, label, in_progress)
+    missing_key = _missing_credentials(order)
+    if missing_key:
+        return _refuse(name, label, missing_key)
     return MoneyAction(name, label, True, limit=money(limit), partial=partial)
+
+
+def _missing_credentials(order: Order) -> str:
+    """Why the gateway can only refuse this method's calls (no API key), or ""."""
+    method = order.payment_method
+    gateway = get_gateway(method.gateway)
+    if not getattr(gateway, "needs_credentials", False) or method.api_key.strip():
+        return ""
+    return _(
+        "The %(method)s payment method has no API key: add one to the payment method "
+        "to capture, void or refund through the gateway."
+    ) % {"method": method.name}
 
 
 def _change_status(order: Order, user: Any) -> MoneyAction | None:

@@ -271,3 +271,33 @@ def test_change_status_is_absent_where_its_page_does_not_exist(make_order, super
 
     assert actions.get("change_status") is None
     assert [a.name for a in actions] == ["capture", "void", "refund"]
+
+
+@pytest.mark.parametrize("status", [S.AUTHORIZED, S.PAID])
+def test_stripe_method_without_an_api_key_says_so_instead_of_offering_a_doomed_action(
+    make_order, status
+):
+    method = PaymentMethodFactory(code="stripe-nokey", name="Stripe", gateway="stripe", api_key="")
+    order = make_order(status, method=method)
+
+    actions = money_actions(order, staff_with(*ALL_ONLINE))
+
+    # The gateway can only refuse without a key: staff learn it before filling a form.
+    assert not actions.allowed
+    offered = {"capture", "void"} if status == S.AUTHORIZED else {"refund"}
+    for name in offered:
+        assert actions.get(name).why_not == (
+            "The Stripe payment method has no API key: add one to the payment method "
+            "to capture, void or refund through the gateway."
+        )
+
+
+def test_stripe_method_with_an_api_key_offers_its_actions(make_order):
+    method = PaymentMethodFactory(
+        code="stripe-key", name="Stripe", gateway="stripe", api_key="sk_test_only"
+    )
+    order = make_order(S.AUTHORIZED, method=method)
+
+    actions = money_actions(order, staff_with(*ALL_ONLINE))
+
+    assert {a.name for a in actions.allowed} == {"capture", "void"}
