@@ -189,6 +189,16 @@ def test_totals_in_the_currencys_decimals_and_disputed_only_when_any(admin_clien
     )
 
 
+@pytest.mark.parametrize("status", [S.REFUNDED, S.CANCELLED, S.DECLINED])
+def test_a_closed_order_shows_nothing_outstanding(admin_client, make_order, status):
+    order = make_order(status)
+
+    money_block = text_of(section(admin_client.get(page_url(order)), "money"))
+
+    # Not "Outstanding 100.00 USD": nobody is waiting for that money any more.
+    assert money_block.endswith("Outstanding -"), money_block
+
+
 def test_ledger_and_events_link_to_their_own_pages(admin_client, make_order):
     order = make_order(S.AWAITING_PAYMENT)
     post_callback(Client(), body_for(order.number, "payment.captured", amount="100.00"))
