@@ -156,11 +156,14 @@ def _record_payment(order: Order, user: Any, status: str) -> MoneyAction:
     if outstanding <= 0:
         return _refuse(name, label, _("Nothing is outstanding: the order is paid in full."))
     if not can_proceed(order.capture):
-        return _refuse(
-            name,
-            label,
-            _("A payment cannot be recorded while the order is %(status)s.") % {"status": status},
-        )
+        why = _("A payment cannot be recorded while the order is %(status)s.") % {"status": status}
+        if order.status == PaymentStatus.PAID:
+            # Marked Paid by hand before the money came: the way to record it.
+            why += " " + _(
+                "To record money that arrived after the order was marked Paid, first "
+                "change its status back to Awaiting payment."
+            )
+        return _refuse(name, label, why)
     return MoneyAction(name, label, True, limit=outstanding)
 
 

@@ -93,6 +93,23 @@ def test_offline_cancelled_order_refuses_a_payment_by_its_status(
     )
 
 
+def test_offline_order_marked_paid_before_the_money_says_how_to_record_the_cheque(
+    make_order, offline_method, supervisor
+):
+    # The demo's D1005: "the cheque is in the post", marked Paid by hand.
+    order = override_status(
+        make_order(method=offline_method), S.PAID, user=supervisor, reason="cheque in the post"
+    )
+
+    actions = money_actions(order, staff_with("record"))
+
+    assert actions.get("record_payment").why_not == (
+        "A payment cannot be recorded while the order is Paid. To record money that "
+        "arrived after the order was marked Paid, first change its status back to "
+        "Awaiting payment."
+    )
+
+
 def test_offline_actions_without_permission_say_so(make_order, offline_method):
     order = make_order(method=offline_method)
 
