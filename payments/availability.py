@@ -175,12 +175,20 @@ def _record_refund(order: Order, user: Any, status: str) -> MoneyAction:
     if refundable <= 0:
         return _refuse(name, label, _("Nothing left to refund."))
     if not can_proceed(order.refund):
-        return _refuse(
-            name,
-            label,
-            _("A refund cannot be recorded while the order is %(status)s.") % {"status": status},
-        )
+        why = _("A refund cannot be recorded while the order is %(status)s.") % {"status": status}
+        return _refuse(name, label, why + _refund_hint(order, refundable))
     return MoneyAction(name, label, True, limit=refundable)
+
+
+def _refund_hint(order: Order, refundable: Decimal) -> str:
+    """How to give back money an order holds in a status that refuses refunds, or ""."""
+    if order.status not in (PaymentStatus.CANCELLED, PaymentStatus.DECLINED):
+        return ""
+    # Cancelled or declined with money still captured (the order needs attention).
+    target = PaymentStatus.PAID if refundable >= order.total else PaymentStatus.PARTIALLY_PAID
+    return " " + _(
+        "To give back the %(amount)s captured, first change its status to %(target)s."
+    ) % {"amount": format_money(refundable, order.currency), "target": target.label}
 
 
 def _refuse(name: str, label: str, why: str) -> MoneyAction:
@@ -262,12 +270,10 @@ def _refund(order: Order, user: Any, status: str) -> MoneyAction:
     if refundable <= 0:
         return _refuse(name, label, _("Nothing left to refund."))
     if not can_proceed(order.refund):
-        return _refuse(
-            name,
-            label,
-            _("Only a paid or partially paid order can be refunded; the order is %(status)s.")
-            % {"status": status},
-        )
+        why = _("Only a paid or partially paid order can be refunded; the order is %(status)s.") % {
+            "status": status
+        }
+        return _refuse(name, label, why + _refund_hint(order, refundable))
     pending, in_progress = _in_progress(order, RequestAction.REFUND)
     partial = method.supports_partial_refunds
     if pending and not partial:

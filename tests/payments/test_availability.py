@@ -173,6 +173,20 @@ def test_method_without_refunds_says_so_before_anything_else(make_order):
     assert refund.why_not == "This Stripe method does not support refunds."
 
 
+def test_cancelled_order_with_money_captured_says_how_to_refund_it(make_order, supervisor):
+    # The demo's D1012: Paid, then Cancelled by hand; the money is still kept.
+    order = override_status(
+        make_order(S.PAID), S.CANCELLED, user=supervisor, reason="phone", allow_discouraged=True
+    )
+
+    refund = money_actions(order, staff_with("refund")).get("refund")
+
+    assert refund.why_not == (
+        "Only a paid or partially paid order can be refunded; the order is Cancelled. "
+        "To give back the 100.00 USD captured, first change its status to Paid."
+    )
+
+
 def test_method_without_partial_refunds_offers_the_whole_balance_only(make_order):
     method = PaymentMethodFactory(code="wholeonly", supports_partial_refunds=False)
     order = make_order(S.PARTIALLY_PAID, method=method)
