@@ -273,6 +273,19 @@ def test_timeline_pages_past_fifty_records(admin_client, make_order):
     assert "Awaiting payment → Awaiting payment" in timeline_rows(second)[0]
 
 
+def test_timeline_pages_keep_the_order_lists_filters(admin_client, make_order):
+    # Opened from a filtered list: paging the timeline must not lose the way back.
+    order = make_order(S.AWAITING_PAYMENT)
+    add_history(order, 59)
+    filters = "_changelist_filters=status__exact%3Dpaid"
+
+    first = admin_client.get(f"{page_url(order)}?{filters}")
+    second = admin_client.get(f"{page_url(order)}?{filters}&timeline=2")
+
+    assert f"?{filters}&amp;timeline=2#timeline" in section(first, "timeline")
+    assert f"?{filters}&amp;timeline=1#timeline" in section(second, "timeline")
+
+
 @pytest.mark.parametrize("value", ["", "abc", "0", "-3", "1.5", "2abc", "%00", "\u0661", "\u00b2"])
 def test_odd_timeline_values_are_page_one(admin_client, make_order, value):
     order = make_order(S.PAID)
