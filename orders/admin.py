@@ -11,6 +11,7 @@ from orders.admin_display import ADMIN_CSS, status_badge
 from orders.admin_status import ChangeStatusAdmin
 from orders.admin_list import (
     ACKNOWLEDGE_PERMISSION,
+    OrderChangeList,
     OrderListPaginator,
     PaymentKindFilter,
     acknowledge_gateway_events,
@@ -139,6 +140,9 @@ class OrderAdmin(ChangeStatusAdmin, ReadOnlyHistoryAdmin):
 
     def get_urls(self):
         return [*self.change_status_urls(), *super().get_urls()]
+
+    def get_changelist(self, request, **kwargs):
+        return OrderChangeList
 
     def has_add_permission(self, request):
         # Orders come from the storefront (orders.services.place_order).
