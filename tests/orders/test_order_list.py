@@ -197,10 +197,13 @@ def test_a_large_unfiltered_list_is_counted_from_the_planner_estimate(
 @pytest.mark.parametrize("column", ["number", "customer_email", "gateway_reference"])
 def test_search_can_use_the_trigram_indexes(admin_client_, make_order, column):
     make_order(S.PAID)
+    # A table this small is best read whole; rule the plain scans out to see
+    # whether the planner can match the search to its index at all.
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_indexscan = off")
     term = {"number": "T00", "customer_email": "example", "gateway_reference": "tx_"}[column]
-    request_queryset = Order.objects.filter(**{f"{column}__icontains": term})
+    request_queryset = Order.objects.filter(**{f"{column}__icontains": term}).order_by()
 
     with connection.cursor() as cursor:
         sql, params = request_queryset.query.sql_with_params()
