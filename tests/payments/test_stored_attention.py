@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
+from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -217,3 +218,25 @@ def test_refresh_writes_only_when_the_code_changed(make_order, django_assert_num
     with django_assert_num_queries(1):
         assert refresh_attention(order) == ""
     assert order.captured_amount == Decimal("100.00")
+
+
+def test_the_data_migration_stores_the_attention_of_existing_orders(make_order, staff):
+    import importlib
+
+    from django.apps import apps
+    from django.db import connection
+
+    migration = importlib.import_module("orders.migrations.0005_stored_attention")
+    flagged = override(make_order(S.PAID), S.CANCELLED, staff)
+    fine = make_order(S.PAID)
+    # As the column was added: blank for every order.
+    Order.objects.update(attention_code="")
+
+    # The step reads only the editor's connection (a real SQLite editor cannot
+    # open inside the test's transaction).
+    migration.store_attention(apps, SimpleNamespace(connection=connection))
+
+    assert dict(Order.objects.values_list("number", "attention_code")) == {
+        flagged.number: "money_kept_without_payment_status",
+        fine.number: "",
+    }
