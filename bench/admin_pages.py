@@ -215,7 +215,7 @@ def search_indexes(*, present: bool) -> None:
 
     from django.db import connection
 
-    migration = importlib.import_module("orders.migrations.0006_search_indexes")
+    migration = importlib.import_module("orders.migrations.0007_search_indexes")
     with connection.schema_editor() as editor:
         (migration.create if present else migration.drop)(None, editor)
 

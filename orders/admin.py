@@ -8,7 +8,6 @@ from django.utils.translation import gettext_lazy as _
 from orderflow.history_admin import ReadOnlyHistoryAdmin
 from orderflow.money import format_money
 from orders.admin_display import ADMIN_CSS, status_badge
-from orders.admin_status import ChangeStatusAdmin
 from orders.admin_list import (
     ACKNOWLEDGE_PERMISSION,
     OrderChangeList,
@@ -18,6 +17,7 @@ from orders.admin_list import (
     attention_cell,
     money_cell,
 )
+from orders.admin_status import ChangeStatusAdmin
 from orders.exceptions import OrderError
 from orders.models import Order, PaymentStatus
 from orders.services import update_order_details
@@ -93,7 +93,7 @@ class OrderAdmin(ChangeStatusAdmin, ReadOnlyHistoryAdmin):
         NeedsAttentionFilter,
         ("placed_at", admin.DateFieldListFilter),
     ]
-    # Served by trigram indexes on PostgreSQL (orders/migrations/0006).
+    # Served by trigram indexes on PostgreSQL (orders/migrations/0007).
     search_fields = ["number", "customer_email", "gateway_reference"]
     list_select_related = ["payment_method"]
     list_per_page = 50

@@ -226,7 +226,7 @@ def test_the_data_migration_stores_the_attention_of_existing_orders(make_order, 
     from django.apps import apps
     from django.db import connection
 
-    migration = importlib.import_module("orders.migrations.0005_stored_attention")
+    migration = importlib.import_module("orders.migrations.0006_stored_attention")
     flagged = override(make_order(S.PAID), S.CANCELLED, staff)
     fine = make_order(S.PAID)
     # As the column was added: blank for every order.

@@ -21,7 +21,7 @@ def store_attention(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('orders', '0004_disputes_and_refund_reversals'),
+        ('orders', '0005_staff_groups'),
         ('payments', '0007_longer_fact_kind'),
     ]
 

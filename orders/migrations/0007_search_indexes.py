@@ -36,7 +36,7 @@ def drop(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("orders", "0005_stored_attention"),
+        ("orders", "0006_stored_attention"),
     ]
 
     operations = [migrations.RunPython(create, drop)]
