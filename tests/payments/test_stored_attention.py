@@ -101,6 +101,16 @@ def test_stored_attention_equals_the_rules_after_every_service_call(
     acknowledge_events(GatewayEvent.objects.filter(order=conflicted), user=staff)
     assert check(conflicted) == ""
 
+    # The same event id with another body: kept as a conflict (409), then acknowledged.
+    redelivered = make_order(S.AUTHORIZED)
+    first = body_for(redelivered.number, "payment.captured", amount="40.00", event_id="evt_r1")
+    other = body_for(redelivered.number, "payment.captured", amount="90.00", event_id="evt_r1")
+    post(client, first)
+    assert post(client, other).status_code == 409
+    assert check(redelivered) == "conflicting_event"
+    acknowledge_events(GatewayEvent.objects.filter(order=redelivered), user=staff)
+    assert check(redelivered) == ""
+
     # A dispute: open, lost, acknowledged.
     disputed = make_order(S.PAID)
     post(client, body_for(disputed.number, "payment.disputed", amount="60.00", transaction="dp_1"))
