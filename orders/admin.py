@@ -95,6 +95,7 @@ class OrderAdmin(ChangeStatusAdmin, ReadOnlyHistoryAdmin):
     ]
     # Served by trigram indexes on PostgreSQL (orders/migrations/0007).
     search_fields = ["number", "customer_email", "gateway_reference"]
+    search_help_text = _("Order number (or part of it), customer e-mail or gateway reference.")
     list_select_related = ["payment_method"]
     list_per_page = 50
     # No COUNT(*) of the whole table per page: the paginator estimates or

@@ -162,6 +162,8 @@ def test_the_count_stops_at_the_cap_and_says_so(admin_client_, make_order, monke
 
     assert response.context["cl"].result_count == 3
     assert "more than 3 orders" in response.text
+    searched = admin_client_.get(URL, {"q": "T0"})
+    assert "more than 3 results" in searched.text
 
 
 def test_a_small_list_is_counted_exactly(admin_client_, make_order):
