@@ -164,6 +164,9 @@ def test_the_count_stops_at_the_cap_and_says_so(admin_client_, make_order, monke
     assert "more than 3 orders" in response.text
     searched = admin_client_.get(URL, {"q": "T0"})
     assert "more than 3 results" in searched.text
+    # Selecting across pages names no number the selection would not match.
+    assert "Select all matching orders" in response.text
+    assert "Select all 3 orders" not in response.text
 
 
 def test_a_small_list_is_counted_exactly(admin_client_, make_order):
