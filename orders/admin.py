@@ -9,6 +9,15 @@ from orderflow.history_admin import ReadOnlyHistoryAdmin
 from orderflow.money import format_money
 from orders.admin_actions import action_urls
 from orders.admin_display import ADMIN_CSS, status_badge
+from orders.admin_list import (
+    ACKNOWLEDGE_PERMISSION,
+    OrderChangeList,
+    OrderListPaginator,
+    PaymentKindFilter,
+    acknowledge_gateway_events,
+    attention_cell,
+    money_cell,
+)
 from orders.admin_page import order_page_context
 from orders.admin_status import ChangeStatusAdmin
 from orders.exceptions import OrderError
@@ -37,16 +46,28 @@ class OrderAdmin(ChangeStatusAdmin, ReadOnlyHistoryAdmin):
         "number",
         "status_label",
         "order_total",
-        "net_paid",
+        "kept",
         "payment_method",
         "attention",
         "placed_at",
     ]
-    list_filter = [NeedsAttentionFilter, "status", "payment_method", "placed_at"]
+    list_filter = [
+        "status",
+        "payment_method",
+        PaymentKindFilter,
+        NeedsAttentionFilter,
+        ("placed_at", admin.DateFieldListFilter),
+    ]
+    # Served by trigram indexes on PostgreSQL (orders/migrations/0007).
     search_fields = ["number", "customer_email", "gateway_reference"]
-    date_hierarchy = "placed_at"
+    search_help_text = _("Order number (or part of it), customer e-mail or gateway reference.")
     list_select_related = ["payment_method"]
     list_per_page = 50
+    # No COUNT(*) of the whole table per page: the paginator estimates or
+    # caps, and neither the "N total" nor facet counts are offered.
+    paginator = OrderListPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
     readonly_fields = [
         "number",
         "status",
@@ -75,7 +96,7 @@ class OrderAdmin(ChangeStatusAdmin, ReadOnlyHistoryAdmin):
         (_("Dates"), {"fields": ["placed_at", "updated_at"]}),
     ]
     history_list_display = ["status", "channel"]
-    actions = ["change_payment_status"]
+    actions = ["change_payment_status", "acknowledge_gateway_events"]
     # Worked out from today's rows, so not shown on a past version's page.
     history_version_exclude = ["attention_summary"]
 
@@ -92,8 +113,8 @@ class OrderAdmin(ChangeStatusAdmin, ReadOnlyHistoryAdmin):
             context.update(order_page_context(request, obj))
         return super().render_change_form(request, context, add, change, form_url, obj)
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).with_attention()
+    def get_changelist(self, request, **kwargs):
+        return OrderChangeList
 
     def has_add_permission(self, request):
         # Orders come from the storefront (orders.services.place_order).
@@ -134,22 +155,25 @@ class OrderAdmin(ChangeStatusAdmin, ReadOnlyHistoryAdmin):
         return status_badge(obj.status)
 
     @admin.display(description=_("total"), ordering="total")
-    def order_total(self, obj: Order) -> str:
-        return format_money(obj.total, obj.currency)
+    def order_total(self, obj: Order):
+        return money_cell(obj.total, obj.currency)
 
-    @admin.display(description=_("net paid"), ordering="net_sum")
-    def net_paid(self, obj: Order) -> str:
-        return format_money(obj.net_paid_amount, obj.currency)
+    @admin.display(description=_("kept"))
+    def kept(self, obj: Order):
+        return money_cell(obj.kept_amount, obj.currency)
 
-    @admin.display(description=_("attention"), ordering="-attention_flag")
+    @admin.display(description=_("attention"))
     def attention(self, obj: Order):
-        if not obj.needs_attention:
-            return ""
-        return format_html(
-            '<strong style="color: var(--error-fg, #ba2121)" title="{}">&#9888; {}</strong>',
-            " ".join(obj.attention_reasons),
-            _("Needs attention"),
-        )
+        return attention_cell(obj)
+
+    @admin.action(
+        description=_("Acknowledge gateway events"), permissions=["acknowledge_gateway_events"]
+    )
+    def acknowledge_gateway_events(self, request, queryset):
+        return acknowledge_gateway_events(self, request, queryset)
+
+    def has_acknowledge_gateway_events_permission(self, request) -> bool:
+        return request.user.has_perm(ACKNOWLEDGE_PERMISSION)
 
     @admin.display(description=_("money"))
     def money_summary(self, obj: Order):

@@ -18,7 +18,17 @@ from operator import or_
 from typing import Any
 
 from django.db import models, transaction
-from django.db.models import Exists, ExpressionWrapper, F, OuterRef, Q, Sum, Value
+from django.db.models import (
+    Case,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce, Round
 from django.utils import timezone
 from django.utils.translation import gettext
@@ -83,6 +93,8 @@ class AttentionRule:
     code: str
     condition: Q
     message: str
+    label: str
+    """A few words for a list row; ``message`` explains it on the order page."""
 
 
 # Each rule is a condition on the order's columns and the annotations of
@@ -96,6 +108,7 @@ ATTENTION_RULES: tuple[AttentionRule, ...] = (
         "ignored_event",
         Q(has_ignored_event=True),
         _("A gateway event could not be applied and has not been acknowledged."),
+        _("Ignored gateway event"),
     ),
     AttentionRule(
         "conflicting_event",
@@ -104,6 +117,7 @@ ATTENTION_RULES: tuple[AttentionRule, ...] = (
             "A gateway event contradicts what the gateway reported before; check which "
             "is right and acknowledge it."
         ),
+        _("Conflicting gateway event"),
     ),
     AttentionRule(
         "dispute_open",
@@ -112,6 +126,7 @@ ATTENTION_RULES: tuple[AttentionRule, ...] = (
             "The customer disputed the payment (%(disputed)s withdrawn so far); answer the "
             "dispute in the gateway's dashboard."
         ),
+        _("Dispute open"),
     ),
     AttentionRule(
         "dispute_lost",
@@ -120,6 +135,7 @@ ATTENTION_RULES: tuple[AttentionRule, ...] = (
             "The dispute was lost and %(disputed)s is gone; acknowledge the gateway event "
             "once it is handled."
         ),
+        _("Dispute lost"),
     ),
     AttentionRule(
         "unfinished_event",
@@ -128,16 +144,19 @@ ATTENTION_RULES: tuple[AttentionRule, ...] = (
             "A gateway event failed to process or was left unfinished; replay it from "
             "the gateway events page or with replay_gateway_events."
         ),
+        _("Unfinished gateway event"),
     ),
     AttentionRule(
         "paid_not_covered",
         Q(status=PaymentStatus.PAID, net_sum__lt=F("total")),
         _("Marked Paid, but the money kept (%(net)s) does not cover the total (%(total)s)."),
+        _("Paid, total not covered"),
     ),
     AttentionRule(
         "overpaid",
         Q(net_sum__gt=F("total")),
         _("The money kept (%(net)s) is more than the order total (%(total)s)."),
+        _("Overpaid"),
     ),
     AttentionRule(
         "money_kept_without_payment_status",
@@ -151,26 +170,31 @@ ATTENTION_RULES: tuple[AttentionRule, ...] = (
             net_sum__gt=0,
         ),
         _("Money has been captured and kept (%(net)s) but the status is %(status)s."),
+        _("Money kept, status unpaid"),
     ),
     AttentionRule(
         "partially_paid_mismatch",
         Q(status=PaymentStatus.PARTIALLY_PAID) & (Q(net_sum__lte=0) | Q(net_sum__gte=F("total"))),
         _("Marked Partially paid, but the money kept is %(net)s of %(total)s."),
+        _("Partially paid mismatch"),
     ),
     AttentionRule(
         "refunded_money_kept",
         Q(status=PaymentStatus.REFUNDED, net_sum__gt=0),
         _("Marked Refunded, but %(net)s is still kept."),
+        _("Refunded, money kept"),
     ),
     AttentionRule(
         "refunded_nothing_captured",
         Q(status=PaymentStatus.REFUNDED, captured_amount__lte=0),
         _("Marked Refunded, but no money was ever captured."),
+        _("Refunded, nothing captured"),
     ),
     AttentionRule(
         "authorized_without_authorization",
         Q(status=PaymentStatus.AUTHORIZED, has_authorization=False),
         _("Marked Authorized, but the ledger has no authorization."),
+        _("No authorization in ledger"),
     ),
     AttentionRule(
         "cancelled_authorization_open",
@@ -181,8 +205,10 @@ ATTENTION_RULES: tuple[AttentionRule, ...] = (
             captured_amount__lte=0,
         ),
         _("Cancelled, but the gateway's authorization was never voided."),
+        _("Authorization not voided"),
     ),
 )
+RULES_BY_CODE: dict[str, AttentionRule] = {rule.code: rule for rule in ATTENTION_RULES}
 
 
 class OrderQuerySet(models.QuerySet):
@@ -242,16 +268,30 @@ class OrderQuerySet(models.QuerySet):
             )
         )
 
-    def needing_attention(self) -> OrderQuerySet:
-        """Orders whose status and ledger disagree, or with an ignored event."""
-        return self.with_attention_inputs().filter(
-            reduce(or_, (rule.condition for rule in ATTENTION_RULES))
+    def with_computed_attention(self) -> OrderQuerySet:
+        """
+        Annotate ``computed_attention``: the code of the first rule that holds
+        now, or "" when none does. What ``attention_code`` must store.
+        """
+        return self.with_attention_inputs().annotate(
+            computed_attention=Case(
+                *(When(rule.condition, then=Value(rule.code)) for rule in ATTENTION_RULES),
+                default=Value(""),
+                output_field=models.CharField(),
+            )
         )
 
+    def needing_attention(self) -> OrderQuerySet:
+        """
+        Orders whose status and ledger disagree, or with an event staff must see.
+
+        Read from the stored ``attention_code`` (served by a partial index), which
+        the services keep current; ``Order.needs_attention`` evaluates the rules.
+        """
+        return self.exclude(attention_code="")
+
     def not_needing_attention(self) -> OrderQuerySet:
-        return self.with_attention_inputs().exclude(
-            reduce(or_, (rule.condition for rule in ATTENTION_RULES))
-        )
+        return self.filter(attention_code="")
 
     def with_ledger_sums(self) -> OrderQuerySet:
         """
@@ -334,16 +374,41 @@ class Order(ConcurrentTransitionMixin, models.Model):
         blank=True,
         editable=False,
     )
-    placed_at = models.DateTimeField(_("placed at"), default=timezone.now, db_index=True)
+    placed_at = models.DateTimeField(_("placed at"), default=timezone.now)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    # What ATTENTION_RULES say, stored so that the list and its filter read a
+    # column instead of evaluating every rule over the whole table. Written
+    # only by orders.attention.refresh_attention, at the end of each unit of
+    # work that can change it, in the same transaction.
+    attention_code = models.CharField(
+        _("attention"),
+        max_length=40,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "The first attention rule that held when the order last changed; blank when none."
+        ),
+    )
 
-    history = HistoricalRecords(bases=[AuditedHistoricalModel])
+    # The stored attention follows the ledger and the events, not the status
+    # history: a history row would only show it as it was before the refresh.
+    history = HistoricalRecords(bases=[AuditedHistoricalModel], excluded_fields=["attention_code"])
     objects = OrderQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("order")
         verbose_name_plural = _("orders")
         ordering = ["-placed_at", "-id"]
+        indexes = [
+            # The list's order, and the placed-date filter.
+            models.Index(fields=["-placed_at", "-id"], name="order_placed_idx"),
+            # The needs-attention filter: only flagged orders, in the list's order.
+            models.Index(
+                fields=["-placed_at", "-id"],
+                condition=~Q(attention_code=""),
+                name="order_attention_idx",
+            ),
+        ]
         permissions = [
             ("override_payment_status", _("Can override the payment status")),
             (

@@ -26,6 +26,7 @@ from django_fsm import has_transition_perm
 
 from orderflow.audit import Channel, audit_context, channel_or
 from orderflow.money import InvalidAmount, parse_amount
+from orders.attention import refresh_attention
 from orders.exceptions import (
     AlreadyInStatus,
     DiscouragedTransition,
@@ -199,6 +200,7 @@ def place_order(
                     _("The gateway reference %(reference)s is already recorded for another order.")
                     % {"reference": reference}
                 )
+        refresh_attention(order)
     return order
 
 
@@ -288,6 +290,8 @@ def override_status(
         with audit_context(channel=channel_or(Channel.SYSTEM), user=user, reason=record):
             locked.override(new_status)
             locked.save_status()
+        # An override never touches the ledger: a disagreement shows from now on.
+        refresh_attention(locked)
     return locked
 
 

@@ -35,6 +35,7 @@ from django_fsm import can_proceed
 
 from orderflow.audit import Channel, audit_context, channel_or, current_audit
 from orderflow.money import ZERO, InvalidAmount, format_money, parse_amount
+from orders.attention import refresh_attention
 from orders.models import DisputeStatus, Order, PaymentStatus
 from payments.exceptions import InvalidPaymentEvent
 from payments.gateways.base import AMOUNT_REQUIRED, FactKind, MoneyFact
@@ -192,6 +193,9 @@ def apply_fact(
             if fact.kind == FactKind.REFUNDED:
                 _settle_waiting_reports(locked, reference, recorded_by=gateway_event)
             _apply_waiting_for(locked, reference)
+        # Status, ledger, dispute and this order's events may all have moved:
+        # the stored attention commits with them.
+        refresh_attention(locked)
     return result
 
 

@@ -23,6 +23,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
 from orderflow.audit import Channel, audit_context, channel_or
+from orders.attention import refresh_attention, refresh_attention_of
 from orders.models import Order
 from payments.exceptions import InvalidPaymentEvent, PaymentError
 from payments.gateways.base import MalformedCallback, ParsedCallback, SignatureError, shown
@@ -136,6 +137,8 @@ def _store(method: PaymentMethod, parsed: ParsedCallback, body: bytes) -> tuple[
                 event_type=parsed.event_type,
                 raw_body=storable_text(body),
                 # Linked now, so the order is flagged if processing never ends.
+                # A fresh "received" event flags nothing yet (the rules wait
+                # STUCK_AFTER), so its order's stored attention is unchanged.
                 order=order if order is not None and order.payment_method_id == method.pk else None,
             )
             return event, False
@@ -178,6 +181,8 @@ def _store_conflict(
                 "attempts": 1,
             },
         )
+        if event.order_id is not None:
+            refresh_attention(event.order_id, lock=True)
     logger.warning(
         "Gateway event %s of %s arrived again with other contents; kept as a conflict.",
         stored.pk,
@@ -279,6 +284,8 @@ def _finish(
     event.order = order if order is not None else event.order
     event.processed_at = timezone.now()
     event.save(update_fields=["outcome", "detail", "order", "processed_at", "attempts", *fields])
+    if event.order_id is not None:
+        refresh_attention(event.order_id, lock=True)
 
 
 def _mark_after_rollback(event: GatewayEvent, outcome: str, detail: str) -> None:
@@ -291,7 +298,10 @@ def _mark_after_rollback(event: GatewayEvent, outcome: str, detail: str) -> None
             processed_at=timezone.now(),
             attempts=F("attempts") + 1,
         )
-    event.refresh_from_db()
+        event.refresh_from_db()
+        if event.order_id is not None:
+            # A failed event flags its order (the rules' unfinished events).
+            refresh_attention(event.order_id, lock=True)
 
 
 def process_event(event: GatewayEvent) -> CallbackResponse:
@@ -380,5 +390,19 @@ def replay_gateway_event(event: GatewayEvent) -> CallbackResponse:
 
 
 def acknowledge_events(events, *, user: Any) -> int:
-    """Mark events that flag their order as seen by staff; the order stops needing attention."""
-    return events.acknowledgeable().update(acknowledged_at=timezone.now(), acknowledged_by=user)
+    """
+    Mark events that flag their order as seen by staff; return how many.
+
+    Their orders stop needing attention unless another rule still holds; the
+    stored attention of those orders is refreshed in the same transaction.
+    """
+    with transaction.atomic():
+        rows = list(events.acknowledgeable().values_list("pk", "order_id"))
+        count = GatewayEvent.objects.filter(
+            pk__in=[pk for pk, _order in rows], acknowledged_at__isnull=True
+        ).update(acknowledged_at=timezone.now(), acknowledged_by=user)
+        order_ids = {order_id for _pk, order_id in rows if order_id is not None}
+        if order_ids:
+            # Events, then orders: the lock order of process_event.
+            refresh_attention_of(order_ids, lock=True)
+    return count

@@ -45,7 +45,9 @@ def record_transaction(
 
     Return the row and whether it was created. The caller holds the order
     lock; ``checked=True`` says it has just looked for the reference itself.
-    The unique constraint stays the last word either way.
+    The unique constraint stays the last word either way. The caller ends its
+    unit of work with ``orders.attention.refresh_attention`` (the row and the
+    totals are what most attention rules read), once, whatever else it wrote.
     """
     state = current_audit()
     if not checked:

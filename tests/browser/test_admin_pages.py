@@ -60,7 +60,10 @@ def test_viewer_finds_the_flagged_order_and_reads_why(
     expect(page).to_have_url(re.compile(r"[?&]attention=yes"))
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text(flagged_order.number)
-    expect(rows.first).to_contain_text("Needs attention")
+    # The reason in words, in the row itself (the full explanation is its tooltip).
+    expect(rows.first.locator(".order-attention-reason")).to_have_text(
+        re.compile("Ignored gateway event")
+    )
     expect(page.locator("#result_list")).not_to_contain_text(in_order.number)
     screenshot("order-list-needs-attention")
 
@@ -96,3 +99,31 @@ def test_superuser_sees_gateway_events(page, login, screenshot, admin_user, flag
     expect(page.locator('#result_list img[alt="Needs attention"]')).to_have_count(1)
     expect(page.locator("select[name=action]")).to_contain_text("Acknowledge selected")
     screenshot("gateway-events")
+
+
+def test_superuser_acknowledges_events_from_the_order_list(
+    page, login, screenshot, admin_user, make_order, flagged_order
+):
+    make_order(PaymentStatus.PAID)
+
+    login(admin_user.username, "password")
+    page.goto("/admin/orders/order/")
+    rows = page.locator("#result_list tbody tr")
+    expect(rows).to_have_count(2)
+    # Amounts and their currency stay on one line, the badge carries the status.
+    money = page.locator("#result_list .order-money").first
+    line_height = money.evaluate("e => parseFloat(getComputedStyle(e).lineHeight) || 20")
+    assert money.bounding_box()["height"] < 1.8 * line_height
+    expect(page.locator("#result_list .status-badge").first).to_be_visible()
+    screenshot("order-list-superuser")
+
+    flagged_row = rows.filter(has_text=flagged_order.number)
+    flagged_row.locator("input.action-select").check()
+    page.locator("select[name=action]").select_option("acknowledge_gateway_events")
+    page.get_by_role("button", name="Go").click()
+
+    expect(page.locator(".messagelist")).to_contain_text(
+        "1 gateway event acknowledged on the 1 selected order(s)."
+    )
+    expect(flagged_row.locator(".order-attention-reason")).to_have_count(0)
+    screenshot("order-list-acknowledged")

@@ -4,13 +4,13 @@ from decimal import Decimal
 
 import pytest
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from orders.models import Order
 from orders.models import PaymentStatus as S
 from orders.services import override_status
 from payments.exceptions import InvalidPaymentEvent
 from payments.gateways import MoneyFact
+from payments.inbox import acknowledge_events
 from payments.models import (
     EventOutcome,
     GatewayEvent,
@@ -244,7 +244,7 @@ def test_acknowledging_an_ignored_event_clears_attention(make_order):
     apply_gateway_event(order, event("authorized"))  # a second hold: not allowed
     assert order.needs_attention
 
-    GatewayEvent.objects.filter(order=order).update(acknowledged_at=timezone.now())
+    acknowledge_events(GatewayEvent.objects.filter(order=order), user=None)
 
     assert not order.needs_attention
     assert attention_numbers() == set()

@@ -32,7 +32,10 @@ def test_agreeing_totals_exit_0(make_order):
         make_order(status)
     apply_gateway_event(make_order(S.AUTHORIZED), event("captured", "30.10"))
 
-    assert check() == "Running totals agree with the ledger for every order.\n"
+    assert check() == (
+        "Running totals agree with the ledger for every order.\n"
+        "Stored attention agrees with the rules for every order.\n"
+    )
 
 
 def test_each_order_that_disagrees_is_printed_and_the_exit_status_is_1(make_order):
