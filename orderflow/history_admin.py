@@ -12,6 +12,7 @@ from django.contrib.admin.utils import (
     label_for_field,
     unquote,
 )
+from django.contrib.auth import get_permission_codename, get_user_model
 from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
 from django.db import models
 from django.http import Http404
@@ -66,8 +67,19 @@ class ReadOnlyHistoryAdmin(NoSecretLookupsMixin, SimpleHistoryAdmin):
             capfirst(label_for_field(name, history_model, model_admin=self))
             for name in self.get_history_list_display(request)
         ]
-        return super().history_view(
-            request, object_id, {"history_columns": columns, **(extra_context or {})}
+        context = {
+            "history_columns": columns,
+            # "Changed by" links to the user's page only for those who may open it.
+            "may_view_users": self._may_view_users(request),
+            **(extra_context or {}),
+        }
+        return super().history_view(request, object_id, context)
+
+    def _may_view_users(self, request) -> bool:
+        user_opts = get_user_model()._meta
+        return any(
+            request.user.has_perm(f"{user_opts.app_label}.{get_permission_codename(a, user_opts)}")
+            for a in ("view", "change")
         )
 
     def get_historical_record_context_helper(self, request, historical_record):

@@ -46,8 +46,17 @@ def currency_exponent(currency: str) -> int:
 
 
 def decimals_of(amount: Decimal) -> int:
-    exponent = amount.normalize().as_tuple().exponent
-    return max(0, -exponent) if isinstance(exponent, int) else 0
+    """Return how many decimals ``amount`` has, trailing zeros aside, exactly.
+
+    Not through ``normalize()``: it rounds to the context's 28 digits (so
+    "40.0000000000000000000000000001" would look whole) and overflows on
+    "1e999999999".
+    """
+    _, digits, exponent = amount.as_tuple()
+    if not isinstance(exponent, int) or not any(digits):
+        return 0
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -(exponent + trailing_zeros))
 
 
 def in_currency(amount: Decimal | int | float | str | None, currency: str) -> Decimal:

@@ -19,7 +19,7 @@ from django.utils.translation import gettext as _
 from orderflow.audit import Channel
 from orderflow.money import ZERO, format_money, money
 from orders.admin_display import status_badge
-from orders.models import ATTENTION_RULES, Order
+from orders.models import ATTENTION_RULES, Order, PaymentStatus
 from payments.availability import (
     CHANGE_STATUS,
     MoneyAction,
@@ -139,8 +139,21 @@ def totals(order: Order, held: Decimal) -> list[tuple[str, str]]:
     ]
     if order.disputed_amount or order.dispute_status:
         rows.append((_("Disputed"), order.disputed_amount))
-    rows += [(_("Kept"), order.kept_amount), (_("Outstanding"), outstanding_amount(order))]
-    return [(label, format_money(amount, currency)) for label, amount in rows]
+    # A closed order (refunded, cancelled, declined) waits for no money: its
+    # "total less kept" is not owed by anyone, so it is not shown as outstanding.
+    closed = order.status in CLOSED_STATUSES
+    rows += [
+        (_("Kept"), order.kept_amount),
+        (_("Outstanding"), None if closed else outstanding_amount(order)),
+    ]
+    return [
+        (label, "-" if amount is None else format_money(amount, currency)) for label, amount in rows
+    ]
+
+
+CLOSED_STATUSES = frozenset(
+    {PaymentStatus.REFUNDED, PaymentStatus.CANCELLED, PaymentStatus.DECLINED}
+)
 
 
 def attention_items(order: Order, user: Any) -> list[AttentionItem]:

@@ -23,6 +23,7 @@ from django_fsm import can_proceed
 from orderflow.money import ZERO, format_money, money
 from orders.models import OVERRIDE_PERMISSION, Order, PaymentStatus
 from payments import offline
+from payments.gateways.registry import get_gateway
 from payments.models import (
     PaymentTransaction,
     RequestAction,
@@ -155,11 +156,14 @@ def _record_payment(order: Order, user: Any, status: str) -> MoneyAction:
     if outstanding <= 0:
         return _refuse(name, label, _("Nothing is outstanding: the order is paid in full."))
     if not can_proceed(order.capture):
-        return _refuse(
-            name,
-            label,
-            _("A payment cannot be recorded while the order is %(status)s.") % {"status": status},
-        )
+        why = _("A payment cannot be recorded while the order is %(status)s.") % {"status": status}
+        if order.status == PaymentStatus.PAID:
+            # Marked Paid by hand before the money came: the way to record it.
+            why += " " + _(
+                "To record money that arrived after the order was marked Paid, first "
+                "change its status back to Awaiting payment."
+            )
+        return _refuse(name, label, why)
     return MoneyAction(name, label, True, limit=outstanding)
 
 
@@ -171,12 +175,20 @@ def _record_refund(order: Order, user: Any, status: str) -> MoneyAction:
     if refundable <= 0:
         return _refuse(name, label, _("Nothing left to refund."))
     if not can_proceed(order.refund):
-        return _refuse(
-            name,
-            label,
-            _("A refund cannot be recorded while the order is %(status)s.") % {"status": status},
-        )
+        why = _("A refund cannot be recorded while the order is %(status)s.") % {"status": status}
+        return _refuse(name, label, why + _refund_hint(order, refundable))
     return MoneyAction(name, label, True, limit=refundable)
+
+
+def _refund_hint(order: Order, refundable: Decimal) -> str:
+    """How to give back money an order holds in a status that refuses refunds, or ""."""
+    if order.status not in (PaymentStatus.CANCELLED, PaymentStatus.DECLINED):
+        return ""
+    # Cancelled or declined with money still captured (the order needs attention).
+    target = PaymentStatus.PAID if refundable >= order.total else PaymentStatus.PARTIALLY_PAID
+    return " " + _(
+        "To give back the %(amount)s captured, first change its status to %(target)s."
+    ) % {"amount": format_money(refundable, order.currency), "target": target.label}
 
 
 def _refuse(name: str, label: str, why: str) -> MoneyAction:
@@ -216,6 +228,9 @@ def _capture(order: Order, user: Any, held: Decimal, status: str) -> MoneyAction
     limit = min(held, money(order.total - order.captured_amount)) - pending
     if limit <= 0:
         return _refuse(name, label, in_progress or _("Nothing left to capture."))
+    missing_key = _missing_credentials(order)
+    if missing_key:
+        return _refuse(name, label, missing_key)
     return MoneyAction(name, label, True, limit=money(limit))
 
 
@@ -234,6 +249,9 @@ def _void(order: Order, user: Any, status: str) -> MoneyAction:
         pending, in_progress = _in_progress(order, action)
         if pending:
             return _refuse(name, label, in_progress)
+    missing_key = _missing_credentials(order)
+    if missing_key:
+        return _refuse(name, label, missing_key)
     return MoneyAction(name, label, True)
 
 
@@ -252,12 +270,10 @@ def _refund(order: Order, user: Any, status: str) -> MoneyAction:
     if refundable <= 0:
         return _refuse(name, label, _("Nothing left to refund."))
     if not can_proceed(order.refund):
-        return _refuse(
-            name,
-            label,
-            _("Only a paid or partially paid order can be refunded; the order is %(status)s.")
-            % {"status": status},
-        )
+        why = _("Only a paid or partially paid order can be refunded; the order is %(status)s.") % {
+            "status": status
+        }
+        return _refuse(name, label, why + _refund_hint(order, refundable))
     pending, in_progress = _in_progress(order, RequestAction.REFUND)
     partial = method.supports_partial_refunds
     if pending and not partial:
@@ -266,7 +282,22 @@ def _refund(order: Order, user: Any, status: str) -> MoneyAction:
     limit = refundable - pending
     if limit <= 0:
         return _refuse(name, label, in_progress)
+    missing_key = _missing_credentials(order)
+    if missing_key:
+        return _refuse(name, label, missing_key)
     return MoneyAction(name, label, True, limit=money(limit), partial=partial)
+
+
+def _missing_credentials(order: Order) -> str:
+    """Why the gateway can only refuse this method's calls (no API key), or ""."""
+    method = order.payment_method
+    gateway = get_gateway(method.gateway)
+    if not getattr(gateway, "needs_credentials", False) or method.api_key.strip():
+        return ""
+    return _(
+        "The %(method)s payment method has no API key: add one to the payment method "
+        "to capture, void or refund through the gateway."
+    ) % {"method": method.name}
 
 
 def _change_status(order: Order, user: Any) -> MoneyAction | None:

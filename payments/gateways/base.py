@@ -345,6 +345,10 @@ class Gateway(Protocol):
     """What an adapter provides. Adapters never touch the ORM."""
 
     key: str
+    # An adapter whose outbound calls need the method's API key sets this to
+    # True, so the admin says the key is missing instead of offering a call
+    # that can only fail. Read with getattr: adapters may leave it out.
+    needs_credentials: bool
 
     def verify(self, *, body: bytes, headers: Mapping[str, str], secret: str) -> None:
         """Raise SignatureError unless the body was signed with ``secret`` recently."""

@@ -59,6 +59,8 @@ if stripe.default_http_client is None:
 
 class StripeGateway:
     key = "stripe"
+    needs_credentials = True
+    """Captures, voids and refunds need the method's API key."""
 
     @sensitive_variables("secret", "header", "headers")
     def verify(self, *, body: bytes, headers: Mapping[str, str], secret: str) -> None:

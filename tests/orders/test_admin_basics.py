@@ -3,6 +3,7 @@
 from decimal import Decimal
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from orders.models import Order
@@ -10,6 +11,7 @@ from orders.models import PaymentStatus as S
 from orders.services import override_status
 from payments.models import PaymentMethod
 from tests.admin_forms import assert_saved, post_change_form
+from tests.orders.staff import staff_with
 
 
 @pytest.fixture
@@ -95,6 +97,29 @@ def test_history_page_lists_channel_and_reason(admin_client_, make_order):
 
     assert page.status_code == 200
     assert "Payment captured: 100.00 USD" in page.text
+
+
+@pytest.mark.django_db
+def test_history_links_the_user_only_for_staff_who_may_open_users(
+    admin_client_, make_order, supervisor
+):
+    order = override_status(
+        make_order(S.PAID), S.REFUNDED, user=supervisor, reason="goodwill", allow_discouraged=True
+    )
+    user_page = reverse("admin:auth_user_change", args=[supervisor.pk])
+    history = reverse("admin:orders_order_history", args=[order.pk])
+    clerk = Client()
+    clerk.force_login(staff_with("view_order"))
+
+    page = clerk.get(history)
+
+    # A clerk following the link would land on "403 Forbidden".
+    assert clerk.get(user_page).status_code == 403
+    assert page.status_code == 200
+    assert supervisor.username in page.text
+    assert user_page not in page.text
+
+    assert user_page in admin_client_.get(history).text
 
 
 @pytest.mark.django_db

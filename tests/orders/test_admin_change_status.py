@@ -140,6 +140,22 @@ def test_one_order_form_confirmation_summary_and_history(client, manager, make_o
     assert reverse("admin:orders_order_history", args=[order.pk]) in summary.text
 
 
+def test_form_and_confirmation_say_that_no_money_moves(client, manager, make_order):
+    # "Refunded" chosen here refunds nobody: staff must not read it as a refund.
+    order = make_order(S.PAID)
+    as_user(client, manager)
+
+    form = client.get(single_url(order))
+    page = client.post(
+        single_url(order),
+        browser_post_data(form, form_id="change-status-form", new_status=S.REFUNDED, reason="r"),
+    )
+
+    assert "no money is captured, refunded or recorded" in form.text
+    assert "no money is captured, refunded or recorded" in page.text
+    assert order.transactions.count() == 1
+
+
 def test_blank_reason_is_asked_again_and_nothing_changes(client, manager, make_order):
     order = make_order()
     as_user(client, manager)

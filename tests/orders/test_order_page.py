@@ -189,6 +189,16 @@ def test_totals_in_the_currencys_decimals_and_disputed_only_when_any(admin_clien
     )
 
 
+@pytest.mark.parametrize("status", [S.REFUNDED, S.CANCELLED, S.DECLINED])
+def test_a_closed_order_shows_nothing_outstanding(admin_client, make_order, status):
+    order = make_order(status)
+
+    money_block = text_of(section(admin_client.get(page_url(order)), "money"))
+
+    # Not "Outstanding 100.00 USD": nobody is waiting for that money any more.
+    assert money_block.endswith("Outstanding -"), money_block
+
+
 def test_ledger_and_events_link_to_their_own_pages(admin_client, make_order):
     order = make_order(S.AWAITING_PAYMENT)
     post_callback(Client(), body_for(order.number, "payment.captured", amount="100.00"))
@@ -261,6 +271,19 @@ def test_timeline_pages_past_fifty_records(admin_client, make_order):
     # The last on page 2 is the first record; the first on page 2 follows one on page 1.
     assert "placed: Awaiting payment" in timeline_rows(second)[-1]
     assert "Awaiting payment → Awaiting payment" in timeline_rows(second)[0]
+
+
+def test_timeline_pages_keep_the_order_lists_filters(admin_client, make_order):
+    # Opened from a filtered list: paging the timeline must not lose the way back.
+    order = make_order(S.AWAITING_PAYMENT)
+    add_history(order, 59)
+    filters = "_changelist_filters=status__exact%3Dpaid"
+
+    first = admin_client.get(f"{page_url(order)}?{filters}")
+    second = admin_client.get(f"{page_url(order)}?{filters}&timeline=2")
+
+    assert f"?{filters}&amp;timeline=2#timeline" in section(first, "timeline")
+    assert f"?{filters}&amp;timeline=1#timeline" in section(second, "timeline")
 
 
 @pytest.mark.parametrize("value", ["", "abc", "0", "-3", "1.5", "2abc", "%00", "\u0661", "\u00b2"])

@@ -93,6 +93,23 @@ def test_offline_cancelled_order_refuses_a_payment_by_its_status(
     )
 
 
+def test_offline_order_marked_paid_before_the_money_says_how_to_record_the_cheque(
+    make_order, offline_method, supervisor
+):
+    # The demo's D1005: "the cheque is in the post", marked Paid by hand.
+    order = override_status(
+        make_order(method=offline_method), S.PAID, user=supervisor, reason="cheque in the post"
+    )
+
+    actions = money_actions(order, staff_with("record"))
+
+    assert actions.get("record_payment").why_not == (
+        "A payment cannot be recorded while the order is Paid. To record money that "
+        "arrived after the order was marked Paid, first change its status back to "
+        "Awaiting payment."
+    )
+
+
 def test_offline_actions_without_permission_say_so(make_order, offline_method):
     order = make_order(method=offline_method)
 
@@ -154,6 +171,20 @@ def test_method_without_refunds_says_so_before_anything_else(make_order):
     refund = money_actions(order, staff_with("view_order")).get("refund")
 
     assert refund.why_not == "This Stripe method does not support refunds."
+
+
+def test_cancelled_order_with_money_captured_says_how_to_refund_it(make_order, supervisor):
+    # The demo's D1012: Paid, then Cancelled by hand; the money is still kept.
+    order = override_status(
+        make_order(S.PAID), S.CANCELLED, user=supervisor, reason="phone", allow_discouraged=True
+    )
+
+    refund = money_actions(order, staff_with("refund")).get("refund")
+
+    assert refund.why_not == (
+        "Only a paid or partially paid order can be refunded; the order is Cancelled. "
+        "To give back the 100.00 USD captured, first change its status to Paid."
+    )
 
 
 def test_method_without_partial_refunds_offers_the_whole_balance_only(make_order):
@@ -271,3 +302,33 @@ def test_change_status_is_absent_where_its_page_does_not_exist(make_order, super
 
     assert actions.get("change_status") is None
     assert [a.name for a in actions] == ["capture", "void", "refund"]
+
+
+@pytest.mark.parametrize("status", [S.AUTHORIZED, S.PAID])
+def test_stripe_method_without_an_api_key_says_so_instead_of_offering_a_doomed_action(
+    make_order, status
+):
+    method = PaymentMethodFactory(code="stripe-nokey", name="Stripe", gateway="stripe", api_key="")
+    order = make_order(status, method=method)
+
+    actions = money_actions(order, staff_with(*ALL_ONLINE))
+
+    # The gateway can only refuse without a key: staff learn it before filling a form.
+    assert not actions.allowed
+    offered = {"capture", "void"} if status == S.AUTHORIZED else {"refund"}
+    for name in offered:
+        assert actions.get(name).why_not == (
+            "The Stripe payment method has no API key: add one to the payment method "
+            "to capture, void or refund through the gateway."
+        )
+
+
+def test_stripe_method_with_an_api_key_offers_its_actions(make_order):
+    method = PaymentMethodFactory(
+        code="stripe-key", name="Stripe", gateway="stripe", api_key="sk_test_only"
+    )
+    order = make_order(S.AUTHORIZED, method=method)
+
+    actions = money_actions(order, staff_with(*ALL_ONLINE))
+
+    assert {a.name for a in actions.allowed} == {"capture", "void"}
