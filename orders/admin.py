@@ -136,6 +136,7 @@ class OrderAdmin(ChangeStatusAdmin, ReadOnlyHistoryAdmin):
         # Only the edited fields are written, by the service, under the row
         # lock: a whole-row save would write back the running totals and the
         # status as read here, over what a callback committed meanwhile.
+        request.order_details_unchanged = not form.has_changed()
         saved = update_order_details(
             obj, user=request.user, customer_email=form.cleaned_data["customer_email"]
         )
@@ -149,6 +150,21 @@ class OrderAdmin(ChangeStatusAdmin, ReadOnlyHistoryAdmin):
                 % {"number": saved.number, "status": PaymentStatus(saved.status).label},
                 messages.WARNING,
             )
+
+    def log_change(self, request, obj, message):
+        # A save that changed nothing is not an event in the admin's log either.
+        if not getattr(request, "order_details_unchanged", False):
+            super().log_change(request, obj, message)
+
+    def response_change(self, request, obj):
+        if getattr(request, "order_details_unchanged", False):
+            self.message_user(
+                request,
+                gettext("Nothing to save: the customer e-mail is unchanged."),
+                messages.INFO,
+            )
+            return HttpResponseRedirect(request.path)
+        return super().response_change(request, obj)
 
     @admin.display(description=_("payment status"), ordering="status")
     def status_label(self, obj: Order):

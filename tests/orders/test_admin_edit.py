@@ -142,6 +142,10 @@ def test_saving_the_form_unchanged_writes_nothing(admin_client_, make_order):
 
     assert_saved(response)
     assert (order.history.count(), Order.objects.get(pk=order.pk).updated_at) == before
+    # Staff are told nothing changed, not that it "was changed successfully".
+    assert response.url == change_url(order)
+    assert messages_of(response) == ["Nothing to save: the customer e-mail is unchanged."]
+    assert not LogEntry.objects.exists()
 
 
 @pytest.mark.django_db
