@@ -42,13 +42,16 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
 
 @admin.register(Order)
 class OrderAdmin(ChangeStatusAdmin, ReadOnlyHistoryAdmin):
+    # What staff scan for first (status, and why an order needs them) comes
+    # before what they read once they found it, so it stays in view on a
+    # laptop screen with the admin's sidebar open.
     list_display = [
         "number",
         "status_label",
+        "attention",
         "order_total",
         "kept",
         "payment_method",
-        "attention",
         "placed_at",
     ]
     list_filter = [
@@ -112,6 +115,11 @@ class OrderAdmin(ChangeStatusAdmin, ReadOnlyHistoryAdmin):
         if obj is not None:
             context.update(order_page_context(request, obj))
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def changelist_view(self, request, extra_context=None):
+        # "Orders", not the admin's "Select order to change": staff come here
+        # to find orders and work on them, not to pick one for a form.
+        return super().changelist_view(request, {"title": _("Orders"), **(extra_context or {})})
 
     def get_changelist(self, request, **kwargs):
         return OrderChangeList

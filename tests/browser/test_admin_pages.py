@@ -51,7 +51,7 @@ def test_viewer_finds_the_flagged_order_and_reads_why(
 
     login("viewer", VIEWER_PASSWORD)
     page.locator("#content-main .model-order").get_by_role("link", name="Orders").click()
-    expect(page.locator("#content h1")).to_have_text("Select order to view")
+    expect(page.locator("#content h1")).to_have_text("Orders")
     rows = page.locator("#result_list tbody tr")
     expect(rows).to_have_count(2)
     screenshot("order-list")

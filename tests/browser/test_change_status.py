@@ -151,7 +151,7 @@ def test_bulk_change_of_five_orders_from_the_list(page, login, screenshot, manag
     screenshot("summary")
 
     page.get_by_role("link", name="Back to the orders").click()
-    expect(page.locator("#content h1")).to_have_text("Select order to view")
+    expect(page.locator("#content h1")).to_have_text("Orders")
     statuses = {o.number: o.status for o in Order.objects.all()}
     assert [statuses[o.number] for o in chosen] == [PaymentStatus.DECLINED] * 5
     assert statuses[other.number] == PaymentStatus.AWAITING_PAYMENT
