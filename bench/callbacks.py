@@ -58,7 +58,6 @@ import gc
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import statistics
 import sys
@@ -67,13 +66,11 @@ import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import psycopg
-from psycopg import sql
+from benchdb import BenchError, configure_django, recreate_database, server_params
 
-PROJECT = Path(__file__).resolve().parent.parent
 METHOD_CODE = "benchpay"
 TOTAL = Decimal("25.00")
 CURRENCY = "USD"
@@ -91,53 +88,6 @@ CAPTURED = {
 }
 MARK = "CAPT"
 NOW = -1  # fill marker: the time of the callback
-
-
-class BenchError(Exception):
-    """The bench cannot run or a side did not apply every callback."""
-
-
-# -- database ---------------------------------------------------------------------------
-
-
-def configure_django() -> dict[str, Any]:
-    """Set Django up on the bench database; refuse anything but a PostgreSQL bench db."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orderflow.settings")
-    sys.path.insert(0, str(PROJECT))
-    import django
-    from django.db import connection
-
-    django.setup()
-    if connection.vendor != "postgresql":
-        raise BenchError(
-            "bench/callbacks.py measures PostgreSQL only; the configured database is "
-            f"{connection.vendor}. Set DATABASE_URL=postgres://USER@HOST:5432/orderflow_bench."
-        )
-    name = connection.settings_dict["NAME"] or ""
-    if "bench" not in name:
-        raise BenchError(
-            f"The database {name!r} would be dropped and created again; "
-            "name a throwaway database whose name contains 'bench', e.g. orderflow_bench."
-        )
-    return connection.settings_dict
-
-
-def server_params(settings_dict: dict[str, Any], dbname: str) -> dict[str, Any]:
-    params: dict[str, Any] = {"dbname": dbname}
-    for key, param in (("USER", "user"), ("PASSWORD", "password"), ("HOST", "host")):
-        if settings_dict.get(key):
-            params[param] = settings_dict[key]
-    if settings_dict.get("PORT"):
-        params["port"] = settings_dict["PORT"]
-    return params
-
-
-def recreate_database(settings_dict: dict[str, Any], *, drop_only: bool = False) -> None:
-    name = sql.Identifier(settings_dict["NAME"])
-    with psycopg.connect(**server_params(settings_dict, "postgres"), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(name))
-        if not drop_only:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(name))
 
 
 def space_sequences() -> None:
@@ -524,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", "No directory at", UserWarning)  # whitenoise, no static
     try:
-        settings_dict = configure_django()
+        settings_dict = configure_django("bench/callbacks.py")
     except BenchError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -1,0 +1,64 @@
+"""
+The throwaway PostgreSQL database every benchmark here runs on.
+
+A bench drops and creates the database named in ``DATABASE_URL``, so it
+refuses any database that is not PostgreSQL or whose name lacks "bench".
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+class BenchError(Exception):
+    """The bench cannot run, or what it measured is not what it meant to measure."""
+
+
+def configure_django(script: str) -> dict[str, Any]:
+    """Set Django up on the bench database; refuse anything but a PostgreSQL bench db."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orderflow.settings")
+    sys.path.insert(0, str(PROJECT))
+    import django
+    from django.db import connection
+
+    django.setup()
+    if connection.vendor != "postgresql":
+        raise BenchError(
+            f"{script} measures PostgreSQL only; the configured database is "
+            f"{connection.vendor}. Set DATABASE_URL=postgres://USER@HOST:5432/orderflow_bench."
+        )
+    name = connection.settings_dict["NAME"] or ""
+    if "bench" not in name:
+        raise BenchError(
+            f"The database {name!r} would be dropped and created again; "
+            "name a throwaway database whose name contains 'bench', e.g. orderflow_bench."
+        )
+    return connection.settings_dict
+
+
+def server_params(settings_dict: dict[str, Any], dbname: str) -> dict[str, Any]:
+    """psycopg connection parameters for ``dbname`` on the bench database's server."""
+    params: dict[str, Any] = {"dbname": dbname}
+    for key, param in (("USER", "user"), ("PASSWORD", "password"), ("HOST", "host")):
+        if settings_dict.get(key):
+            params[param] = settings_dict[key]
+    if settings_dict.get("PORT"):
+        params["port"] = settings_dict["PORT"]
+    return params
+
+
+def recreate_database(settings_dict: dict[str, Any], *, drop_only: bool = False) -> None:
+    """Drop the bench database and (unless ``drop_only``) create it empty."""
+    name = sql.Identifier(settings_dict["NAME"])
+    with psycopg.connect(**server_params(settings_dict, "postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(name))
+        if not drop_only:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(name))
