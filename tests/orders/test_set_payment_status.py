@@ -390,6 +390,24 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(make_order):
     assert err == ""
 
 
+class Terminal(StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal(make_order):
+    orders = [make_order() for _ in range(3)]
+    err = Terminal()
+
+    call_command(
+        "set_payment_status", "--to=cancelled", "--reason=x", "--status=awaiting_payment",
+        "--batch-size=2", stdout=StringIO(), stderr=err,
+    )  # fmt: skip
+
+    assert "3/3" in err.getvalue()
+    assert all(status(order) == S.CANCELLED for order in orders)
+
+
 def _refuse_history_of(number: str) -> None:
     """Make the database refuse any history record of the order ``number``."""
     with connection.cursor() as cursor:

@@ -89,6 +89,7 @@ class Command(BaseCommand):
         total = None
         if selection.numbers is None:
             total = selection.filtered().count()
+        # The raw stream: OutputWrapper would end each of tqdm's redraws with a newline.
         bar = tqdm(total=total, unit="order", file=self.stderr._out, disable=None)
         try:
             with audit_context(channel=Channel.COMMAND, user=user):
