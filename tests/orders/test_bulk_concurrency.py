@@ -20,11 +20,12 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
 def lock_waiters() -> int:
-    """Return how many other sessions wait for a row lock now."""
+    """Return how many other sessions of this database wait for a lock now."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity "
-            "WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            "WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid() "
+            "AND datname = current_database()"
         )
         return cursor.fetchone()[0]
 
