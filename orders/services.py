@@ -235,6 +235,42 @@ def update_order_details(order: Order, *, user: Any, customer_email: str) -> Ord
     return locked
 
 
+def check_override(
+    order: Order, new_status: str, *, user: Any, reason: str, allow_discouraged: bool
+) -> str:
+    """
+    Apply the override rules to an order read under its row lock; return the
+    reason to record in its history.
+
+    The one place the rules live, for :func:`override_status` and for the
+    set-based path of ``orders.bulk``. It reads only ``order.status`` and the
+    user's permissions, and writes nothing. Raise PermissionDenied,
+    AlreadyInStatus or DiscouragedTransition, in that order of precedence.
+    """
+    if user is not None and not has_transition_perm(order.override, user):
+        raise PermissionDenied(_("You are not allowed to override payment statuses."))
+    old = order.status
+    if old == new_status:
+        raise AlreadyInStatus(
+            _("Order %(number)s is already %(status)s.")
+            % {"number": order.number, "status": PaymentStatus(old).label}
+        )
+    warning = discouraged_reason(old, new_status)
+    if warning and not allow_discouraged:
+        raise DiscouragedTransition(old, new_status, warning)
+    if warning and user is not None and not user.has_perm(CONFIRM_DISCOURAGED_PERMISSION):
+        # A clerk may change statuses; going against the advice is a manager's call.
+        raise PermissionDenied(
+            _("You may not confirm a discouraged status change: %(warning)s") % {"warning": warning}
+        )
+    if warning:
+        return _("%(reason)s (discouraged change confirmed: %(warning)s)") % {
+            "reason": reason,
+            "warning": warning,
+        }
+    return reason
+
+
 def override_status(
     order: Order,
     new_status: str,
@@ -264,29 +300,9 @@ def override_status(
 
     with transaction.atomic():
         locked = Order.objects.lock(order)
-        if user is not None and not has_transition_perm(locked.override, user):
-            raise PermissionDenied(_("You are not allowed to override payment statuses."))
-        old = locked.status
-        if old == new_status:
-            raise AlreadyInStatus(
-                _("Order %(number)s is already %(status)s.")
-                % {"number": locked.number, "status": PaymentStatus(old).label}
-            )
-        warning = discouraged_reason(old, new_status)
-        if warning and not allow_discouraged:
-            raise DiscouragedTransition(old, new_status, warning)
-        if warning and user is not None and not user.has_perm(CONFIRM_DISCOURAGED_PERMISSION):
-            # A clerk may change statuses; going against the advice is a manager's call.
-            raise PermissionDenied(
-                _("You may not confirm a discouraged status change: %(warning)s")
-                % {"warning": warning}
-            )
-        record = reason
-        if warning:
-            record = _("%(reason)s (discouraged change confirmed: %(warning)s)") % {
-                "reason": reason,
-                "warning": warning,
-            }
+        record = check_override(
+            locked, new_status, user=user, reason=reason, allow_discouraged=allow_discouraged
+        )
         with audit_context(channel=channel_or(Channel.SYSTEM), user=user, reason=record):
             locked.override(new_status)
             locked.save_status()
