@@ -55,13 +55,11 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from benchdb import PROJECT, BenchError, configure_django, recreate_database, server_params
 
-PROJECT = Path(__file__).resolve().parent.parent
 REASON = "bench: unpaid for a week"
 # Placed between 2 days and about 8 weeks ago: all older than --older-than 1d.
 PLACED = "now() - interval '2 days' - ((i * 7919) %% 4838400) * interval '1 second'"
@@ -70,53 +68,6 @@ HISTORY_COLUMNS = (
     "gateway_reference, captured_amount, refunded_amount, disputed_amount, dispute_status, "
     "placed_at, updated_at"
 )
-
-
-class BenchError(Exception):
-    """The bench cannot run, or a side did not do its work."""
-
-
-# -- database ---------------------------------------------------------------------------
-
-
-def configure_django() -> dict[str, Any]:
-    """Set Django up on the bench database; refuse anything but a PostgreSQL bench db."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orderflow.settings")
-    sys.path.insert(0, str(PROJECT))
-    import django
-    from django.db import connection
-
-    django.setup()
-    if connection.vendor != "postgresql":
-        raise BenchError(
-            "bench/bulk_status.py measures PostgreSQL only; the configured database is "
-            f"{connection.vendor}. Set DATABASE_URL=postgres://USER@HOST:5432/orderflow_bench."
-        )
-    name = connection.settings_dict["NAME"] or ""
-    if "bench" not in name:
-        raise BenchError(
-            f"The database {name!r} would be dropped and created again; "
-            "name a throwaway database whose name contains 'bench', e.g. orderflow_bench."
-        )
-    return connection.settings_dict
-
-
-def server_params(settings_dict: dict[str, Any], dbname: str) -> dict[str, Any]:
-    params: dict[str, Any] = {"dbname": dbname}
-    for key, param in (("USER", "user"), ("PASSWORD", "password"), ("HOST", "host")):
-        if settings_dict.get(key):
-            params[param] = settings_dict[key]
-    if settings_dict.get("PORT"):
-        params["port"] = settings_dict["PORT"]
-    return params
-
-
-def recreate_database(settings_dict: dict[str, Any], *, drop_only: bool = False) -> None:
-    name = sql.Identifier(settings_dict["NAME"])
-    with psycopg.connect(**server_params(settings_dict, "postgres"), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(name))
-        if not drop_only:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(name))
 
 
 # -- data -------------------------------------------------------------------------------
@@ -218,7 +169,7 @@ def child(code: str) -> int:
     """In the child: time ``set_payment_status`` on the set of method ``code``."""
     from io import StringIO
 
-    configure_django()
+    configure_django("bench/bulk_status.py")
     from django.conf import settings
     from django.core.management import call_command
 
@@ -332,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return child(args.child)
     try:
-        settings_dict = configure_django()
+        settings_dict = configure_django("bench/bulk_status.py")
     except BenchError as exc:
         print(exc, file=sys.stderr)
         return 2
