@@ -52,7 +52,7 @@ import types
 import warnings
 from dataclasses import dataclass
 
-from benchdb import BenchError, configure_django, recreate_database
+from benchdb import BenchError, run_on_bench_database
 
 STEP_SECONDS = 20
 HISTORY_RECORDS = 200
@@ -384,26 +384,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", "No directory at", UserWarning)  # whitenoise, no static
-    try:
-        settings_dict = configure_django("bench/admin_pages.py")
-    except BenchError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-
-    recreate_database(settings_dict)
-    try:
-        return bench(args)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        if args.keep:
-            print(f"kept database {settings_dict['NAME']}")
-        else:
-            recreate_database(settings_dict, drop_only=True)
+    return run_on_bench_database(
+        "bench/admin_pages.py", keep=args.keep, work=lambda _settings: bench(args)
+    )
 
 
 if __name__ == "__main__":

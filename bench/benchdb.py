@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +63,32 @@ def recreate_database(settings_dict: dict[str, Any], *, drop_only: bool = False)
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(name))
         if not drop_only:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(name))
+
+
+def run_on_bench_database(script: str, *, keep: bool, work: Callable[[dict[str, Any]], int]) -> int:
+    """
+    Run ``work(settings_dict)`` on a fresh bench database; return the exit status.
+
+    2 when the database is not a bench database, 1 when ``work`` raises
+    BenchError; the database is dropped afterwards unless ``keep``.
+    """
+    try:
+        settings_dict = configure_django(script)
+    except BenchError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+    recreate_database(settings_dict)
+    try:
+        return work(settings_dict)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        if keep:
+            print(f"kept database {settings_dict['NAME']}")
+        else:
+            recreate_database(settings_dict, drop_only=True)

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from benchdb import PROJECT, BenchError, configure_django, recreate_database, server_params
+from benchdb import PROJECT, BenchError, configure_django, run_on_bench_database, server_params
 
 REASON = "bench: unpaid for a week"
 # Placed between 2 days and about 8 weeks ago: all older than --older-than 1d.
@@ -282,26 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         return child(args.child)
-    try:
-        settings_dict = configure_django("bench/bulk_status.py")
-    except BenchError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-
-    recreate_database(settings_dict)
-    try:
-        return bench(args, settings_dict)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        if args.keep:
-            print(f"kept database {settings_dict['NAME']}")
-        else:
-            recreate_database(settings_dict, drop_only=True)
+    return run_on_bench_database(
+        "bench/bulk_status.py",
+        keep=args.keep,
+        work=lambda settings_dict: bench(args, settings_dict),
+    )
 
 
 if __name__ == "__main__":

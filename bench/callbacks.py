@@ -69,7 +69,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 import psycopg
-from benchdb import BenchError, configure_django, recreate_database, server_params
+from benchdb import BenchError, run_on_bench_database, server_params
 
 METHOD_CODE = "benchpay"
 TOTAL = Decimal("25.00")
@@ -473,26 +473,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", "No directory at", UserWarning)  # whitenoise, no static
-    try:
-        settings_dict = configure_django("bench/callbacks.py")
-    except BenchError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-
-    recreate_database(settings_dict)
-    try:
-        return bench(args, settings_dict)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        if args.keep:
-            print(f"kept database {settings_dict['NAME']}")
-        else:
-            recreate_database(settings_dict, drop_only=True)
+    return run_on_bench_database(
+        "bench/callbacks.py", keep=args.keep, work=lambda settings_dict: bench(args, settings_dict)
+    )
 
 
 def bench(args: argparse.Namespace, settings_dict: dict[str, Any]) -> int:
