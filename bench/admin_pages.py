@@ -52,7 +52,7 @@ import types
 import warnings
 from dataclasses import dataclass
 
-from benchdb import BenchError, run_on_bench_database
+from benchdb import STATUS_MIX, BenchError, run_on_bench_database
 
 STEP_SECONDS = 20
 HISTORY_RECORDS = 200
@@ -68,18 +68,7 @@ METHODS = [
     ("wire", "offline", ""),
 ]
 
-# i % 100 -> status; the special cases below are all in the "paid" range.
-STATUS_OF = """
-CASE
-  WHEN i % 100 < 60 THEN 'paid'
-  WHEN i % 100 < 70 THEN 'awaiting_payment'
-  WHEN i % 100 < 78 THEN 'authorized'
-  WHEN i % 100 < 82 THEN 'partially_paid'
-  WHEN i % 100 < 88 THEN 'refunded'
-  WHEN i % 100 < 94 THEN 'cancelled'
-  ELSE 'declined'
-END
-"""
+# The special cases below are all in the "paid" range of STATUS_MIX.
 # i % 10 -> method (0-6 card, 7 wallet, 8 check, 9 wire): the special cases are online.
 METHOD_OF = (
     "CASE WHEN i % 10 < 7 THEN {card} WHEN i % 10 = 7 THEN {wallet} "
@@ -115,7 +104,7 @@ def generate(lo: int, hi: int, methods: dict[str, int]) -> None:
             now() - i * interval '{STEP_SECONDS} seconds',
             now() - i * interval '{STEP_SECONDS} seconds', ''
         FROM generate_series({lo}, {hi}) AS i,
-        LATERAL (SELECT {STATUS_OF} AS status, 20.99 + (i * 37) % 480 AS total,
+        LATERAL (SELECT {STATUS_MIX} AS status, 20.99 + (i * 37) % 480 AS total,
                  {method_of} AS method) AS s
         """,
         # The ledger each status implies.

@@ -92,3 +92,18 @@ def run_on_bench_database(script: str, *, keep: bool, work: Callable[[dict[str, 
             print(f"kept database {settings_dict['NAME']}")
         else:
             recreate_database(settings_dict, drop_only=True)
+
+
+# SQL: i % 100 -> payment status, a store's mix, so that generated tables
+# (and the planner's statistics on them) look like a store's.
+STATUS_MIX = """
+CASE
+  WHEN i % 100 < 60 THEN 'paid'
+  WHEN i % 100 < 70 THEN 'awaiting_payment'
+  WHEN i % 100 < 78 THEN 'authorized'
+  WHEN i % 100 < 82 THEN 'partially_paid'
+  WHEN i % 100 < 88 THEN 'refunded'
+  WHEN i % 100 < 94 THEN 'cancelled'
+  ELSE 'declined'
+END
+"""
