@@ -159,6 +159,9 @@ SIMPLE_HISTORY_HISTORY_CHANGE_REASON_USE_TEXT_FIELD = True
 # Reverting rebuilds an order from a history row and would bypass the state
 # machine; the admin refuses it server-side too (orders.admin).
 SIMPLE_HISTORY_REVERT_DISABLED = True
+# History records are read one object at a time, by its id, never by date
+# across objects: no index on history_date (written with every record).
+SIMPLE_HISTORY_DATE_INDEX = False
 
 # Extra discouraged status changes, as {(old, new): "why"}; merged with the
 # built-in list in orders.policy.

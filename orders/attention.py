@@ -23,9 +23,31 @@ from dataclasses import dataclass
 
 from django.db.models import F, QuerySet
 
+from orderflow.compiled import CompiledQuery, mark_int
 from orders.models import Order
 
 BATCH_SIZE = 1000
+
+# The rules are a large expression: compiling them through the ORM costs
+# more than running them, and every service runs them once per change.
+_RULES = CompiledQuery(
+    "attention_of_one_order",
+    Order,
+    lambda pk: (
+        Order.objects.filter(pk=pk)
+        .order_by()
+        .with_computed_attention()
+        .values_list("attention_code", "computed_attention")
+    ),
+    mark_int(0),
+)
+
+
+def _stored_and_computed(pk: int) -> tuple[str, str]:
+    rows = _RULES.rows(pk)
+    if not rows:
+        raise Order.DoesNotExist(f"No order {pk}.")
+    return rows[0]
 
 
 def _lock(pks: list[int]) -> None:
@@ -52,12 +74,7 @@ def refresh_attention(order: Order | int, *, lock: bool = False) -> str:
     pk = order.pk if isinstance(order, Order) else order
     if lock:
         _lock([pk])
-    stored, computed = (
-        Order.objects.filter(pk=pk)
-        .with_computed_attention()
-        .values_list("attention_code", "computed_attention")
-        .get()
-    )
+    stored, computed = _stored_and_computed(pk)
     if stored != computed:
         Order.objects.filter(pk=pk).update(attention_code=computed)
     if isinstance(order, Order):

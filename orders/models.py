@@ -392,7 +392,13 @@ class Order(ConcurrentTransitionMixin, models.Model):
 
     # The stored attention follows the ledger and the events, not the status
     # history: a history row would only show it as it was before the refresh.
-    history = HistoricalRecords(bases=[AuditedHistoricalModel], excluded_fields=["attention_code"])
+    # The history is read one order at a time, by its id (the timeline, the
+    # history pages): the order's other indexed columns are not indexed there.
+    history = HistoricalRecords(
+        bases=[AuditedHistoricalModel],
+        excluded_fields=["attention_code"],
+        no_db_index=["number", "status", "gateway_reference", "payment_method"],
+    )
     objects = OrderQuerySet.as_manager()
 
     class Meta:
@@ -449,13 +455,44 @@ class Order(ConcurrentTransitionMixin, models.Model):
                     f"Order {self.number}: save an existing order with update_fields "
                     "naming the fields that changed."
                 )
-            totals = RUNNING_TOTAL_FIELDS.intersection(update_fields)
+            # The one exception: totals a ledger row just changed under the
+            # order's lock (payments.ledger.record_transaction with
+            # save_totals=False), written with the status in one UPDATE.
+            totals = RUNNING_TOTAL_FIELDS.intersection(update_fields) - self._ledger_totals()
             if totals:
                 raise UnsafeOrderSave(
                     f"Order {self.number}: {', '.join(sorted(totals))} change only with "
                     "a ledger row (payments.ledger.record_transaction)."
                 )
         super().save(*args, update_fields=update_fields, **kwargs)
+        if update_fields is not None and self.__dict__.get("_unsaved_totals"):
+            self._unsaved_totals.difference_update(update_fields)
+
+    def _ledger_totals(self) -> set[str]:
+        return self.__dict__.get("_unsaved_totals", set())
+
+    def hold_total(self, field: str) -> None:
+        """
+        Mark a running total as changed by a ledger row and not yet written.
+
+        Only ``payments.ledger.record_transaction`` calls this, under the
+        order's row lock, in the ledger row's transaction. The next
+        ``save_fields`` writes it with the other fields (one UPDATE instead of
+        two); ``save_held_totals`` writes what is left before the unit of
+        work ends.
+        """
+        if field not in RUNNING_TOTAL_FIELDS:
+            raise UnsafeOrderSave(f"{field} is not a running total.")
+        self.__dict__.setdefault("_unsaved_totals", set()).add(field)
+
+    def save_held_totals(self) -> None:
+        """Write the running totals held by ``hold_total`` that no save wrote yet."""
+        held = self._ledger_totals()
+        if held:
+            type(self).objects.filter(pk=self.pk).update(
+                **{field: getattr(self, field) for field in held}
+            )
+            held.clear()
 
     def refresh_from_db(self, *args, **kwargs) -> None:
         # django-fsm switches protection off for the refresh and back on
@@ -467,19 +504,23 @@ class Order(ConcurrentTransitionMixin, models.Model):
         finally:
             field.protected = True
 
-    def save_fields(self, *fields: str) -> None:
+    def save_fields(self, *fields: str, savepoint: bool = True) -> None:
         """
-        Save the named fields of an order the caller has locked.
+        Save the named fields of an order the caller has locked, with the
+        running totals held by ``hold_total``.
 
         Raise ConcurrentChange when the status changed since the order was
         loaded (django-fsm's check), in a savepoint of its own: catching that
         inside the caller's transaction would otherwise poison it.
+        ``savepoint=False`` is for a caller that lets every error end its
+        transaction (the savepoint would protect nothing).
         """
         from orders.exceptions import ConcurrentChange
 
+        update_fields = [*fields, *sorted(self._ledger_totals() - set(fields))]
         try:
-            with transaction.atomic():
-                self.save(update_fields=list(fields))
+            with transaction.atomic(savepoint=savepoint):
+                self.save(update_fields=update_fields)
         except ConcurrentTransition as exc:
             raise ConcurrentChange(
                 gettext(
@@ -489,8 +530,13 @@ class Order(ConcurrentTransitionMixin, models.Model):
             ) from exc
 
     def save_status(self) -> None:
-        """Save a transition's result; the caller holds the row lock."""
-        self.save_fields("status", "updated_at")
+        """
+        Save a transition's result (with the held running totals).
+
+        The caller holds the row lock, so the status cannot have moved under
+        it, and lets any error end its transaction: no savepoint.
+        """
+        self.save_fields("status", "updated_at", savepoint=False)
 
     # -- money -------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
 from orderflow.audit import Channel, audit_context, channel_or, current_audit
+from orderflow.compiled import CompiledQuery, mark_int
 from orderflow.money import ZERO, InvalidAmount, format_money, parse_amount
 from orders.attention import refresh_attention
 from orders.models import DisputeStatus, Order, PaymentStatus
@@ -155,6 +156,7 @@ def apply_fact(
     *,
     gateway_event: GatewayEvent | None = None,
     user: Any = None,
+    order_locked: bool = False,
 ) -> ApplyResult:
     """
     Apply one money fact to an order, at most once (see the module's rules).
@@ -162,6 +164,9 @@ def apply_fact(
     ``gateway_event`` is the stored inbox row behind the fact, updated with
     the outcome; without one, an ignored or conflicting fact is stored as a
     local gateway event so the order still shows up as needing attention.
+    ``order_locked=True`` says the caller has just read ``order`` with its row
+    lock, inside a transaction that any error raised here rolls back whole:
+    the order is not read again and no savepoint is taken.
     Raise InvalidPaymentEvent for a malformed fact (no reference, bad amount,
     another currency).
     """
@@ -169,8 +174,8 @@ def apply_fact(
     if not reference:
         raise InvalidPaymentEvent(_("The gateway's reference for this movement is required."))
 
-    with transaction.atomic():
-        locked = Order.objects.lock(order)
+    with transaction.atomic(savepoint=not order_locked):
+        locked = order if order_locked else Order.objects.lock(order)
         amount = _validated_amount(locked, fact)
         description = _describe(fact, amount, locked.currency)
         outer_reason = current_audit().reason
@@ -188,11 +193,14 @@ def apply_fact(
             EventOutcome.APPLIED,
             EventOutcome.IGNORED,
         ):
-            if fact.kind == FactKind.CAPTURED:
-                _apply_deferred_refunds(locked)
             if fact.kind == FactKind.REFUNDED:
                 _settle_waiting_reports(locked, reference, recorded_by=gateway_event)
-            _apply_waiting_for(locked, reference)
+            # One look first: nearly always, nothing waits.
+            if _ANYTHING_WAITING.rows(locked.pk):
+                if fact.kind == FactKind.CAPTURED:
+                    _apply_deferred_refunds(locked)
+                _apply_waiting_for(locked, reference)
+        locked.save_held_totals()
         # Status, ledger, dispute and this order's events may all have moved:
         # the stored attention commits with them.
         refresh_attention(locked)
@@ -271,11 +279,27 @@ def _settle_waiting_reports(
     )
 
 
-def _waiting(order: Order):
+# Asked after every recorded movement; almost always, nothing waits.
+_ANYTHING_WAITING = CompiledQuery(
+    "facts_waiting_for_an_order",
+    GatewayEvent,
+    lambda pk: _waiting_for(pk).order_by().values_list("pk")[:1],
+    mark_int(0),
+)
+
+
+def _waiting_for(order_pk: int):
     # Acknowledged by staff means dealt with: it stays out of the ledger.
     return GatewayEvent.objects.filter(
-        order=order, outcome=EventOutcome.IGNORED, deferred=True, acknowledged_at__isnull=True
-    ).order_by("received_at", "id")
+        order_id=order_pk,
+        outcome=EventOutcome.IGNORED,
+        deferred=True,
+        acknowledged_at__isnull=True,
+    )
+
+
+def _waiting(order: Order):
+    return _waiting_for(order.pk).order_by("received_at", "id")
 
 
 def _apply_waiting(order: Order, waiting: GatewayEvent, note: str) -> ApplyResult:
@@ -333,11 +357,13 @@ def _record(
         reference=reference,
         gateway_event=gateway_event,
         checked=True,
+        # Written with the status by _follow, or by apply_fact at the end.
+        save_totals=False,
     )
 
 
 def _follow(order: Order, transition, **kwargs: Any) -> None:
-    """Run a gateway transition and save the status if it moved."""
+    """Run a gateway transition and save the status (with the held totals) if it moved."""
     old = order.status
     transition(**kwargs)
     if order.status != old:
@@ -437,9 +463,18 @@ def _apply_locked(
         return _apply_refund_failure(order, reference, amount, gateway_event)
 
     ledger_kind = LEDGER_KIND[fact.kind]
-    existing = _existing(order, ledger_kind, reference)
-    if existing is not None:
-        return _already_recorded(order, existing, amount)
+    captured, refunded = order.captured_amount, order.refunded_amount
+    # A capture, or a refund the balance covers, is never stale nor deferred:
+    # the ledger insert itself finds a duplicate (below). Anything else looks
+    # for one first, so a fact reported twice is a duplicate before it is
+    # anything else.
+    insert_finds_duplicate = fact.kind == FactKind.CAPTURED or (
+        fact.kind == FactKind.REFUNDED and amount <= captured - refunded
+    )
+    if not insert_finds_duplicate:
+        existing = _existing(order, ledger_kind, reference)
+        if existing is not None:
+            return _already_recorded(order, existing, amount)
     stale = _stale(order, fact.kind, reference)
     if stale:
         return ApplyResult(EventOutcome.STALE, order, stale)
@@ -462,7 +497,6 @@ def _apply_locked(
         _follow(order, order.cancel_checkout)
         return ApplyResult(EventOutcome.APPLIED, order, "", row)
 
-    captured, refunded = order.captured_amount, order.refunded_amount
     if fact.kind == FactKind.REFUNDED and amount > captured - refunded:
         return ApplyResult(
             EventOutcome.IGNORED,

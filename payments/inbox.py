@@ -16,13 +16,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
 from orderflow.audit import Channel, audit_context, channel_or
+from orderflow.compiled import CompiledQuery, mark_int, mark_str
+from orderflow.inserts import insert_unless_present
 from orders.attention import refresh_attention, refresh_attention_of
 from orders.models import Order
 from payments.exceptions import InvalidPaymentEvent, PaymentError
@@ -70,14 +72,35 @@ def _digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()[:40]
 
 
+# The reads every callback makes, compiled once (orderflow.compiled).
+_ACTIVE_ONLINE_METHOD = CompiledQuery(
+    "inbox_active_online_method",
+    PaymentMethod,
+    lambda code: PaymentMethod.objects.filter(
+        code=code, is_active=True, kind=PaymentMethodKind.ONLINE
+    ).order_by("pk")[:1],
+    mark_str(0),
+)
+_EVENT_LOCKED = CompiledQuery(
+    "inbox_event_locked",
+    GatewayEvent,
+    lambda pk: GatewayEvent.objects.select_for_update(of=("self",)).filter(pk=pk).order_by(),
+    mark_int(0),
+)
+_ORDER_BY_NUMBER_LOCKED = CompiledQuery(
+    "inbox_order_by_number_locked",
+    Order,
+    lambda number: Order.objects.select_for_update(of=("self",)).filter(number=number).order_by(),
+    mark_str(0),
+)
+
+
 @sensitive_variables("headers")
 def receive_callback(
     *, method_code: str, body: bytes, headers: Mapping[str, str]
 ) -> CallbackResponse:
     """Verify, store and process one callback; return the answer for the gateway."""
-    method = PaymentMethod.objects.filter(
-        code=method_code, is_active=True, kind=PaymentMethodKind.ONLINE
-    ).first()
+    method = next(iter(_ACTIVE_ONLINE_METHOD.instances(method_code)), None)
     gateway = get_gateway(method.gateway) if method is not None else None
     if method is None or gateway is None:
         return _error(404, _("No active online payment method %(code)r.") % {"code": method_code})
@@ -106,7 +129,7 @@ def receive_callback(
     event, conflict = _store(method, parsed, body)
     if conflict:
         return _error(409, event.detail, event)
-    return process_event(event)
+    return process_event(event, method=method)
 
 
 def _refuse(method: PaymentMethod, problem: str) -> CallbackResponse:
@@ -125,29 +148,60 @@ def _store(method: PaymentMethod, parsed: ParsedCallback, body: bytes) -> tuple[
 
     The same event id again is the stored event (a redelivery) when it says the
     same thing; with other contents, the new body is kept as a conflict.
-    ``durable=True``: no caller can fold the write into a transaction of its
-    own that might still roll back.
+
+    The write is one ``INSERT ... ON CONFLICT DO NOTHING`` in autocommit mode,
+    committed when it returns; a caller's open transaction, which might still
+    roll it back, is refused (RuntimeError, as ``atomic(durable=True)``).
+    The event is linked to its order now, so the order is flagged if
+    processing never ends; by order number, the order is looked up inside the
+    same statement. A fresh "received" event flags nothing yet (the rules
+    wait STUCK_AFTER), so its order's stored attention is unchanged.
     """
-    order = _find_order(method, parsed)
-    try:
-        with transaction.atomic(durable=True):
-            event = GatewayEvent.objects.create(
-                payment_method=method,
-                event_id=parsed.event_id,
-                event_type=parsed.event_type,
-                raw_body=storable_text(body),
-                # Linked now, so the order is flagged if processing never ends.
-                # A fresh "received" event flags nothing yet (the rules wait
-                # STUCK_AFTER), so its order's stored attention is unchanged.
-                order=order if order is not None and order.payment_method_id == method.pk else None,
-            )
-            return event, False
-    except IntegrityError:
-        pass
+    if _inside_a_transaction():
+        raise RuntimeError(
+            "The inbox write must be durable: receive_callback cannot run inside a transaction."
+        )
+    event = GatewayEvent(
+        payment_method=method,
+        event_id=parsed.event_id,
+        event_type=parsed.event_type,
+        raw_body=storable_text(body),
+    )
+    if parsed.order_number:
+        linked = {"order": _order_by_number_sql(parsed.order_number, method.pk)}
+    else:
+        order = _find_order(method, parsed)
+        event.order = order if order is not None and order.payment_method_id == method.pk else None
+        linked = None
+    if insert_unless_present(event, ("payment_method", "event_id"), computed=linked) is not None:
+        return event, False
     stored = GatewayEvent.objects.get(payment_method=method, event_id=parsed.event_id)
     if stored.raw_body == storable_text(body) or _says_the_same(method, stored, parsed):
         return stored, False
     return _store_conflict(method, body, parsed, stored), True
+
+
+def _order_by_number_sql(number: str, method_pk: int) -> tuple[str, list]:
+    """SQL for the id of the order with this number paid with this method (NULL if none)."""
+    quote = connection.ops.quote_name
+    meta = Order._meta
+    sql = (
+        f"SELECT {quote(meta.pk.column)} FROM {quote(meta.db_table)} "  # noqa: S608
+        f"WHERE {quote(meta.get_field('number').column)} = %s "
+        f"AND {quote(meta.get_field('payment_method').column)} = %s"
+    )
+    return sql, [number, method_pk]
+
+
+def _inside_a_transaction() -> bool:
+    """
+    Whether a caller's transaction is open, as ``atomic(durable=True)`` sees it.
+
+    As in Django's own durability check, the blocks a test case opens around
+    each test (marked ``_from_testcase``) do not count.
+    """
+    blocks = [b for b in connection.atomic_blocks if not getattr(b, "_from_testcase", False)]
+    return bool(blocks) or (not connection.atomic_blocks and not connection.get_autocommit())
 
 
 def _says_the_same(method: PaymentMethod, stored: GatewayEvent, parsed: ParsedCallback) -> bool:
@@ -211,7 +265,9 @@ def _store_unread(method: PaymentMethod, body: bytes, outcome: str, problem: str
     return event
 
 
-def _find_order(method: PaymentMethod, parsed: ParsedCallback) -> Order | None:
+def _find_order(
+    method: PaymentMethod, parsed: ParsedCallback, *, lock: bool = False
+) -> Order | None:
     """
     Return the order a callback is about, or None.
 
@@ -219,13 +275,18 @@ def _find_order(method: PaymentMethod, parsed: ParsedCallback) -> Order | None:
     it carries (the payment's, a charge's, a refund's) that the order table
     or the ledger already holds for this method, so that a refund made in
     the gateway's dashboard finds the order its payment belongs to.
+    ``lock=True`` reads the order with its row lock (inside a transaction),
+    so that it is read once, and current.
     """
+    if parsed.order_number and lock:
+        return next(iter(_ORDER_BY_NUMBER_LOCKED.instances(parsed.order_number)), None)
+    orders = Order.objects.select_for_update(of=("self",)) if lock else Order.objects.all()
     if parsed.order_number:
-        return Order.objects.filter(number=parsed.order_number).first()
+        return orders.filter(number=parsed.order_number).first()
     names = _references(parsed)
     if not names:
         return None
-    order = Order.objects.filter(payment_method=method, gateway_reference__in=names).first()
+    order = orders.filter(payment_method=method, gateway_reference__in=names).first()
     if order is not None:
         return order
     order_id = (
@@ -233,7 +294,7 @@ def _find_order(method: PaymentMethod, parsed: ParsedCallback) -> Order | None:
         .values_list("order_id", flat=True)
         .first()
     )
-    return Order.objects.filter(pk=order_id).first() if order_id else None
+    return orders.filter(pk=order_id).first() if order_id else None
 
 
 def _references(parsed: ParsedCallback) -> list[str]:
@@ -253,14 +314,7 @@ def _adopt_strays(method: PaymentMethod, parsed: ParsedCallback) -> None:
         names.append(parsed.fact.reference)
     if not names:
         return
-    strays = GatewayEvent.objects.filter(
-        payment_method=method,
-        outcome=EventOutcome.IGNORED,
-        order__isnull=True,
-        kind="",
-        reference__in=names,
-    ).order_by("received_at", "id")
-    for stray in strays:
+    for stray in _strays_naming(method, names):
         GatewayEvent.objects.filter(pk=stray.pk, outcome=EventOutcome.IGNORED).update(
             outcome=EventOutcome.RECEIVED
         )
@@ -269,6 +323,37 @@ def _adopt_strays(method: PaymentMethod, parsed: ParsedCallback) -> None:
             % {"id": stray.event_id}
         ):
             process_event(stray)
+
+
+def _strays(method_pk: int, *names: str):
+    return GatewayEvent.objects.filter(
+        payment_method_id=method_pk,
+        outcome=EventOutcome.IGNORED,
+        order__isnull=True,
+        kind="",
+        reference__in=names,
+    ).order_by("received_at", "id")
+
+
+# Asked after every applied callback, with its few references (padded by
+# repeating one, which changes nothing in an IN list).
+_STRAY_NAMES = 4
+_STRAYS = CompiledQuery(
+    "inbox_strays",
+    GatewayEvent,
+    _strays,
+    mark_int(0),
+    *(mark_str(n) for n in range(_STRAY_NAMES)),
+)
+
+
+def _strays_naming(method: PaymentMethod, names: list[str]) -> list[GatewayEvent]:
+    """The events kept as not ours, of this method, under any of ``names``, oldest first."""
+    names = list(dict.fromkeys(names))
+    if len(names) > _STRAY_NAMES:
+        return list(_strays(method.pk, *names))
+    padded = names + [names[-1]] * (_STRAY_NAMES - len(names))
+    return _STRAYS.instances(method.pk, *padded)
 
 
 def _finish(
@@ -304,18 +389,27 @@ def _mark_after_rollback(event: GatewayEvent, outcome: str, detail: str) -> None
             refresh_attention(event.order_id, lock=True)
 
 
-def process_event(event: GatewayEvent) -> CallbackResponse:
-    """Apply a stored event at most once and map the outcome to an HTTP answer."""
+def process_event(event: GatewayEvent, *, method: PaymentMethod | None = None) -> CallbackResponse:
+    """
+    Apply a stored event at most once and map the outcome to an HTTP answer.
+
+    ``method`` is the event's payment method when the caller has just read it.
+    """
     try:
         with transaction.atomic(), audit_context(channel=channel_or(Channel.GATEWAY)):
-            row = (
-                GatewayEvent.objects.select_for_update(of=("self",))
-                .select_related("payment_method")
-                .get(pk=event.pk)
-            )
+            if method is not None and method.pk == event.payment_method_id:
+                row = _EVENT_LOCKED.instances(event.pk)[0]
+            else:
+                row = (
+                    GatewayEvent.objects.select_for_update(of=("self",))
+                    .select_related("payment_method")
+                    .get(pk=event.pk)
+                )
             if row.outcome in FINAL_OUTCOMES:
                 return CallbackResponse(200, {"status": "duplicate"}, row)
             row.attempts += 1
+            if not GatewayEvent.payment_method.is_cached(row):
+                row.payment_method = method
             method = row.payment_method
             gateway = get_gateway(method.gateway)
             if gateway is None:
@@ -327,7 +421,8 @@ def process_event(event: GatewayEvent) -> CallbackResponse:
                 ) % {"type": row.event_type}
                 _finish(row, EventOutcome.IGNORED, detail)
                 return CallbackResponse(200, {"status": "ignored", "reason": detail}, row)
-            order = _find_order(method, parsed)
+            # Events, then orders: the order's row lock is taken after the event's.
+            order = _find_order(method, parsed, lock=True)
             if order is None and not parsed.order_number:
                 # Not ours: no order number, and no id this store has seen. Kept
                 # under the payment's id in case a later callback ties it to one.
@@ -350,7 +445,8 @@ def process_event(event: GatewayEvent) -> CallbackResponse:
                     % {"order": order.number, "method": method.code}
                 )
             # apply_gateway_event saves the outcome and the attempt count together.
-            result = apply_gateway_event(order, parsed.fact, gateway_event=row)
+            # Any error rolls this whole transaction back (below).
+            result = apply_gateway_event(order, parsed.fact, gateway_event=row, order_locked=True)
     except (InvalidPaymentEvent, MalformedCallback) as exc:
         _mark_after_rollback(event, EventOutcome.REJECTED, str(exc))
         if event.outcome != EventOutcome.REJECTED:

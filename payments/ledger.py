@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
 from orderflow.audit import Channel, current_audit
+from orderflow.inserts import insert_unless_present
 from orderflow.money import STORAGE_LIMIT, format_money, money
 from orders.models import Order
 from payments.exceptions import InvalidPaymentEvent
@@ -31,6 +31,10 @@ RUNNING_TOTAL: dict[str, tuple[str, int]] = {
 """Which running total of the order a row of each money-moving kind changes, and how."""
 
 
+# The unique constraint that makes a movement count once.
+_ONCE = ("payment_method", "kind", "reference")
+
+
 def record_transaction(
     *,
     order: Order,
@@ -39,15 +43,20 @@ def record_transaction(
     reference: str,
     gateway_event: GatewayEvent | None = None,
     checked: bool = False,
+    save_totals: bool = True,
 ) -> tuple[PaymentTransaction, bool]:
     """
     Write one ledger row unless ``(method, kind, reference)`` is already there.
 
     Return the row and whether it was created. The caller holds the order
-    lock; ``checked=True`` says it has just looked for the reference itself.
-    The unique constraint stays the last word either way. The caller ends its
-    unit of work with ``orders.attention.refresh_attention`` (the row and the
-    totals are what most attention rules read), once, whatever else it wrote.
+    lock; ``checked=True`` says it has just looked for the reference itself,
+    or lets the insert find it: the unique constraint is the last word
+    either way. ``save_totals=False`` leaves the order's changed running
+    total for the caller's next ``Order.save_fields`` (or
+    ``save_held_totals``), so the order row is written once. The caller ends
+    its unit of work with ``orders.attention.refresh_attention`` (the row and
+    the totals are what most attention rules read), once, whatever else it
+    wrote.
     """
     state = current_audit()
     if not checked:
@@ -67,12 +76,12 @@ def record_transaction(
         created_by=state.user,
         channel=state.channel or Channel.SYSTEM,
     )
-    try:
-        with transaction.atomic():
-            row.save()
-    except IntegrityError:
-        # Another order's lock holder recorded the same reference first.
-        existing = PaymentTransaction.objects.get(
+    # One INSERT ... ON CONFLICT DO NOTHING: no look-up before it and no
+    # savepoint around it; a concurrent writer of the same reference waits
+    # for the first to commit, then inserts nothing.
+    if insert_unless_present(row, _ONCE) is None:
+        # Recorded already: reported before, or by another order's lock holder.
+        existing = PaymentTransaction.objects.select_related("order").get(
             payment_method_id=order.payment_method_id, kind=kind, reference=reference
         )
         return existing, False
@@ -95,6 +104,9 @@ def record_transaction(
                 _("Recording %(amount)s would take the order's %(total)s past what can be stored.")
                 % {"amount": format_money(amount, order.currency), "total": total_field}
             )
-        Order.objects.filter(pk=order.pk).update(**{total_field: new_total})
         setattr(order, total_field, new_total)
+        if save_totals:
+            Order.objects.filter(pk=order.pk).update(**{total_field: new_total})
+        else:
+            order.hold_total(total_field)
     return row, True

@@ -80,8 +80,10 @@ class PaymentMethod(models.Model):
     )
 
     # Secrets never reach the history tables; the failure counter is noise there.
+    # A method's history is read by its id only: no index on the code there.
     history = HistoricalRecords(
         bases=[AuditedHistoricalModel],
+        no_db_index=["code"],
         excluded_fields=[
             "webhook_secret",
             "api_key",
@@ -151,17 +153,21 @@ class LedgerIsAppendOnly(Exception):
 
 
 class PaymentTransaction(models.Model):
+    # No single-column index on either foreign key: ledger_order_kind leads
+    # with the order, the unique (method, reference, kind) with the method.
     order = models.ForeignKey(
         "orders.Order",
         on_delete=models.PROTECT,
         related_name="transactions",
         verbose_name=_("order"),
+        db_index=False,
     )
     payment_method = models.ForeignKey(
         PaymentMethod,
         on_delete=models.PROTECT,
         related_name="transactions",
         verbose_name=_("payment method"),
+        db_index=False,
     )
     kind = models.CharField(_("kind"), max_length=20, choices=TransactionKind.choices)
     amount = models.DecimalField(_("amount"), **MONEY_FIELD)
@@ -170,6 +176,8 @@ class PaymentTransaction(models.Model):
         _("reference"), max_length=255, help_text=_("The gateway's id for this movement.")
     )
     created_at = models.DateTimeField(_("recorded at"), auto_now_add=True, db_index=True)
+    # Nothing looks ledger rows up by user or by event, so neither is indexed
+    # (deleting a user then reads the ledger once to check it recorded nothing).
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.PROTECT,
@@ -177,6 +185,7 @@ class PaymentTransaction(models.Model):
         blank=True,
         related_name="+",
         verbose_name=_("recorded by"),
+        db_index=False,
     )
     event = models.ForeignKey(
         "payments.GatewayEvent",
@@ -185,6 +194,7 @@ class PaymentTransaction(models.Model):
         blank=True,
         related_name="transactions",
         verbose_name=_("gateway event"),
+        db_index=False,
     )
     channel = models.CharField(_("channel"), max_length=20, blank=True)
 
@@ -193,8 +203,11 @@ class PaymentTransaction(models.Model):
         verbose_name_plural = _("ledger")
         ordering = ["-created_at", "-id"]
         constraints = [
+            # The reference before the kind: the same index then also finds
+            # the order of a reference of any kind (a callback without an
+            # order number, payments.inbox._find_order).
             models.UniqueConstraint(
-                fields=["payment_method", "kind", "reference"],
+                fields=["payment_method", "reference", "kind"],
                 name="ledger_reference_once_per_method_and_kind",
             ),
             models.CheckConstraint(condition=Q(amount__gte=0), name="ledger_amount_not_negative"),
@@ -204,7 +217,11 @@ class PaymentTransaction(models.Model):
             ),
             models.CheckConstraint(condition=~Q(reference=""), name="ledger_reference_required"),
         ]
-        indexes = [models.Index(fields=["order", "kind"], name="ledger_order_kind")]
+        indexes = [
+            # An order's ledger (its page, the availability sums) and the
+            # attention rules' "has an authorization / a void".
+            models.Index(fields=["order", "kind"], name="ledger_order_kind"),
+        ]
         permissions = [
             # One permission for both: capturing and releasing an authorization
             # are the same decision about money the gateway holds.
@@ -316,11 +333,13 @@ class GatewayEventQuerySet(models.QuerySet):
 class GatewayEvent(models.Model):
     """What a gateway told us, stored before it is processed."""
 
+    # Served by the unique (payment method, event id), which leads with it.
     payment_method = models.ForeignKey(
         PaymentMethod,
         on_delete=models.PROTECT,
         related_name="events",
         verbose_name=_("payment method"),
+        db_index=False,
     )
     event_id = models.CharField(_("event id"), max_length=255)
     event_type = models.CharField(_("event type"), max_length=100)
@@ -331,9 +350,9 @@ class GatewayEvent(models.Model):
         max_length=20,
         choices=EventOutcome.choices,
         default=EventOutcome.RECEIVED,
-        db_index=True,
     )
     detail = models.TextField(_("detail"), blank=True)
+    # Served by gateway_event_order_outcome, which leads with it.
     order = models.ForeignKey(
         "orders.Order",
         on_delete=models.PROTECT,
@@ -341,6 +360,7 @@ class GatewayEvent(models.Model):
         blank=True,
         related_name="gateway_events",
         verbose_name=_("order"),
+        db_index=False,
     )
     processed_at = models.DateTimeField(_("processed at"), null=True, blank=True)
     kind = models.CharField(
@@ -361,6 +381,7 @@ class GatewayEvent(models.Model):
     )
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
     acknowledged_at = models.DateTimeField(_("acknowledged at"), null=True, blank=True)
+    # Nothing looks events up by who acknowledged them.
     acknowledged_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.PROTECT,
@@ -368,6 +389,7 @@ class GatewayEvent(models.Model):
         blank=True,
         related_name="+",
         verbose_name=_("acknowledged by"),
+        db_index=False,
     )
 
     objects = GatewayEventQuerySet.as_manager()
@@ -381,7 +403,15 @@ class GatewayEvent(models.Model):
                 fields=["payment_method", "event_id"], name="gateway_event_once_per_method"
             ),
         ]
-        indexes = [models.Index(fields=["order", "outcome"], name="gateway_event_order_outcome")]
+        indexes = [
+            # An order's events (its page, the attention rules, the waiting facts);
+            # with order IS NULL, the strays kept as not ours.
+            models.Index(fields=["order", "outcome"], name="gateway_event_order_outcome"),
+            # The list filtered by outcome, newest first, and the replay command.
+            models.Index(
+                fields=["outcome", "-received_at", "-id"], name="gateway_event_outcome_received"
+            ),
+        ]
         permissions = [
             ("replay_gatewayevent", _("Can replay failed or unmatched gateway events")),
             (

@@ -35,14 +35,19 @@ def apply_gateway_event(
     *,
     gateway_event: GatewayEvent | None = None,
     user: Any = None,
+    order_locked: bool = False,
 ) -> ApplyResult:
     """
     Apply one money fact to an order, at most once (see ``payments.facts``).
 
     ``gateway_event`` is the stored callback the fact came from, if any.
+    ``order_locked=True``: the caller read ``order`` with its row lock in the
+    transaction it runs in, and lets any error roll that transaction back.
     Raise InvalidPaymentEvent for a malformed fact.
     """
-    return apply_fact(order, fact, gateway_event=gateway_event, user=user)
+    return apply_fact(
+        order, fact, gateway_event=gateway_event, user=user, order_locked=order_locked
+    )
 
 
 def new_request_token() -> str:

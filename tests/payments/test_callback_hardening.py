@@ -323,7 +323,7 @@ def _left_received(client, order, monkeypatch, *, age: timedelta) -> GatewayEven
     import payments.inbox
 
     with monkeypatch.context() as patched:
-        patched.setattr(payments.inbox, "process_event", lambda event: None)
+        patched.setattr(payments.inbox, "process_event", lambda event, **kwargs: None)
         with pytest.raises(AttributeError):  # the view had no answer to send
             post(client, body_for(order.number, "payment.captured", amount="100.00"))
     event = GatewayEvent.objects.get(outcome=EventOutcome.RECEIVED)
