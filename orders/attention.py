@@ -53,12 +53,7 @@ def _stored_and_computed(pk: int) -> tuple[str, str]:
 def _lock(pks: list[int]) -> None:
     # Its own statement: under READ COMMITTED, the rules are then evaluated
     # in a later snapshot that sees what the previous lock holder committed.
-    list(
-        Order.objects.select_for_update(of=("self",))
-        .filter(pk__in=pks)
-        .order_by("pk")
-        .values_list("pk")
-    )
+    list(Order.objects.locking().filter(pk__in=pks).order_by("pk").values_list("pk"))
 
 
 def refresh_attention(order: Order | int, *, lock: bool = False) -> str:

@@ -263,7 +263,7 @@ def _apply_batch(
     with transaction.atomic():
         rows = Order.objects.filter(pk__in=pks).order_by("pk")
         if not dry_run:
-            rows = rows.select_for_update(of=("self",))
+            rows = rows.locking()
         rows = list(rows.values_list(*_COLUMNS))
         if not dry_run:
             batch_locked.send(sender=Order, pks=pks)

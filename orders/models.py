@@ -212,10 +212,23 @@ RULES_BY_CODE: dict[str, AttentionRule] = {rule.code: rule for rule in ATTENTION
 
 
 class OrderQuerySet(models.QuerySet):
+    def locking(self) -> OrderQuerySet:
+        """
+        Lock the orders read until the surrounding transaction ends.
+
+        ``FOR NO KEY UPDATE`` on PostgreSQL: it excludes every other lock
+        holder of the order, as ``FOR UPDATE`` does, but not the key-share
+        lock that inserting a row which refers to the order takes (a gateway
+        event, a ledger row). Nothing here changes an order's id, so the
+        stronger lock would only make the inbox's insert of a new event wait
+        for whoever is changing that order.
+        """
+        return self.select_for_update(of=("self",), no_key=True)
+
     def lock(self, order: Order | int) -> Order:
         """Reload an order with its row locked until the surrounding transaction ends."""
         pk = order.pk if isinstance(order, Order) else order
-        return self.select_for_update(of=("self",)).select_related("payment_method").get(pk=pk)
+        return self.locking().select_related("payment_method").get(pk=pk)
 
     def with_attention_inputs(self) -> OrderQuerySet:
         """Annotate what the attention rules read besides the order's own columns."""
@@ -457,7 +470,8 @@ class Order(ConcurrentTransitionMixin, models.Model):
                 )
             # The one exception: totals a ledger row just changed under the
             # order's lock (payments.ledger.record_transaction with
-            # save_totals=False), written with the status in one UPDATE.
+            # save_totals=False), written with the status in one UPDATE, and
+            # only with the value that row gave them.
             totals = RUNNING_TOTAL_FIELDS.intersection(update_fields) - self._ledger_totals()
             if totals:
                 raise UnsafeOrderSave(
@@ -465,34 +479,43 @@ class Order(ConcurrentTransitionMixin, models.Model):
                     "a ledger row (payments.ledger.record_transaction)."
                 )
         super().save(*args, update_fields=update_fields, **kwargs)
-        if update_fields is not None and self.__dict__.get("_unsaved_totals"):
-            self._unsaved_totals.difference_update(update_fields)
+        if update_fields is not None and self.__dict__.get("_held_totals"):
+            for field in update_fields:
+                self._held_totals.pop(field, None)
 
     def _ledger_totals(self) -> set[str]:
-        return self.__dict__.get("_unsaved_totals", set())
+        """The held running totals that still have the value their ledger row gave them."""
+        held = self.__dict__.get("_held_totals", {})
+        return {field for field, value in held.items() if getattr(self, field) == value}
 
-    def hold_total(self, field: str) -> None:
+    def _hold_total(self, field: str) -> None:
         """
         Mark a running total as changed by a ledger row and not yet written.
 
         Only ``payments.ledger.record_transaction`` calls this, under the
-        order's row lock, in the ledger row's transaction. The next
-        ``save_fields`` writes it with the other fields (one UPDATE instead of
-        two); ``save_held_totals`` writes what is left before the unit of
-        work ends.
+        order's row lock, in the ledger row's transaction, right after setting
+        the new total. The next ``save_fields`` writes it with the other
+        fields (one UPDATE instead of two); ``save_held_totals`` writes what
+        is left before the unit of work ends. A total changed again by
+        anything else is refused by ``save``, as any other total change is.
         """
         if field not in RUNNING_TOTAL_FIELDS:
             raise UnsafeOrderSave(f"{field} is not a running total.")
-        self.__dict__.setdefault("_unsaved_totals", set()).add(field)
+        self.__dict__.setdefault("_held_totals", {})[field] = getattr(self, field)
 
     def save_held_totals(self) -> None:
-        """Write the running totals held by ``hold_total`` that no save wrote yet."""
-        held = self._ledger_totals()
-        if held:
-            type(self).objects.filter(pk=self.pk).update(
-                **{field: getattr(self, field) for field in held}
+        """Write the running totals held by ``_hold_total`` that no save wrote yet."""
+        held = self.__dict__.get("_held_totals", {})
+        if not held:
+            return
+        changed = set(held) - self._ledger_totals()
+        if changed:
+            raise UnsafeOrderSave(
+                f"Order {self.number}: {', '.join(sorted(changed))} changed after "
+                "its ledger row; a running total changes only with a ledger row."
             )
-            held.clear()
+        type(self).objects.filter(pk=self.pk).update(**held)
+        held.clear()
 
     def refresh_from_db(self, *args, **kwargs) -> None:
         # django-fsm switches protection off for the refresh and back on
@@ -507,7 +530,7 @@ class Order(ConcurrentTransitionMixin, models.Model):
     def save_fields(self, *fields: str, savepoint: bool = True) -> None:
         """
         Save the named fields of an order the caller has locked, with the
-        running totals held by ``hold_total``.
+        running totals held by ``_hold_total``.
 
         Raise ConcurrentChange when the status changed since the order was
         loaded (django-fsm's check), in a savepoint of its own: catching that

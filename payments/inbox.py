@@ -90,7 +90,7 @@ _EVENT_LOCKED = CompiledQuery(
 _ORDER_BY_NUMBER_LOCKED = CompiledQuery(
     "inbox_order_by_number_locked",
     Order,
-    lambda number: Order.objects.select_for_update(of=("self",)).filter(number=number).order_by(),
+    lambda number: Order.objects.locking().filter(number=number).order_by(),
     mark_str(0),
 )
 
@@ -280,7 +280,7 @@ def _find_order(
     """
     if parsed.order_number and lock:
         return next(iter(_ORDER_BY_NUMBER_LOCKED.instances(parsed.order_number)), None)
-    orders = Order.objects.select_for_update(of=("self",)) if lock else Order.objects.all()
+    orders = Order.objects.locking() if lock else Order.objects.all()
     if parsed.order_number:
         return orders.filter(number=parsed.order_number).first()
     names = _references(parsed)

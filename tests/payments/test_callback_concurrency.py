@@ -1,8 +1,11 @@
 """Section 11 through the callback view: real threads on PostgreSQL."""
 
+import threading
+import time
 from decimal import Decimal
 
 import pytest
+from django.db import transaction
 from django.test import Client
 
 from orderflow.audit import Channel, audit_context
@@ -47,6 +50,41 @@ def test_capture_and_15_refunds_racing_end_at_net_25(make_order):
     assert order.status == S.PARTIALLY_PAID
     assert PaymentTransaction.objects.filter(order=order).count() == 16
     assert not order.needs_attention
+
+
+def test_a_callback_is_stored_while_staff_hold_the_order(make_order):
+    # Storing the event refers to the order (a foreign key check); a staff
+    # action holding the order's lock must not make the gateway wait for
+    # the stored-first write, only for the processing after it.
+    order = make_order(S.AUTHORIZED)
+    body = body_for(order.number, "payment.captured", amount="100.00")
+    locked, release = threading.Event(), threading.Event()
+    stored_while_locked = []
+
+    def staff():
+        with transaction.atomic():
+            Order.objects.lock(order)
+            locked.set()
+            release.wait(timeout=30)
+
+    def gateway():
+        locked.wait(timeout=30)
+        return post(Client(), body)
+
+    def watcher():
+        locked.wait(timeout=30)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not stored_while_locked:
+            if GatewayEvent.objects.filter(order=order).exists():
+                stored_while_locked.append(True)
+            time.sleep(0.05)
+        release.set()
+
+    _, answer, _ = run_together(staff, gateway, watcher)
+
+    assert stored_while_locked, "the event waited for the order's lock before it was stored"
+    assert answer.status_code == 200 and answer.json()["status"] == "applied"
+    assert Order.objects.get(pk=order.pk).status == S.PAID
 
 
 def admin_override(order, user):
