@@ -108,5 +108,5 @@ def record_transaction(
         if save_totals:
             Order.objects.filter(pk=order.pk).update(**{total_field: new_total})
         else:
-            order.hold_total(total_field)
+            order._hold_total(total_field)
     return row, True

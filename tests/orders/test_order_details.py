@@ -4,11 +4,14 @@ from decimal import Decimal
 
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 
 from orders.exceptions import InvalidOrder
 from orders.models import Order, UnsafeOrderSave
 from orders.models import PaymentStatus as S
 from orders.services import update_order_details
+from payments.ledger import record_transaction
+from payments.models import TransactionKind
 
 pytestmark = pytest.mark.django_db
 
@@ -33,6 +36,48 @@ def test_running_totals_are_never_saved_from_an_instance(make_order, field):
 
     order = Order.objects.get(pk=order.pk)
     assert (order.captured_amount, order.refunded_amount) == (Decimal("100.00"), Decimal("0.00"))
+
+
+def _refund_held(order) -> Order:
+    # What the callback path does: the ledger row's total is held, to be
+    # written with the status in one UPDATE.
+    locked = Order.objects.lock(order)
+    record_transaction(
+        order=locked,
+        kind=TransactionKind.REFUND,
+        amount=Decimal("10.00"),
+        reference="re_held",
+        save_totals=False,
+    )
+    assert locked.refunded_amount == Decimal("10.00")
+    return locked
+
+
+def test_a_total_held_by_its_ledger_row_is_written_with_the_next_save(make_order):
+    order = make_order(S.PAID)
+    with transaction.atomic():
+        locked = _refund_held(order)
+        assert Order.objects.get(pk=order.pk).refunded_amount == Decimal("0.00")
+        locked.save_fields("updated_at", savepoint=False)
+        assert Order.objects.get(pk=order.pk).refunded_amount == Decimal("10.00")
+        locked.save_held_totals()  # nothing left to write
+
+    assert Order.objects.get(pk=order.pk).refunded_amount == Decimal("10.00")
+
+
+@pytest.mark.parametrize("save", ["save_fields", "save_held_totals"])
+def test_a_held_total_changed_after_its_ledger_row_is_refused(make_order, save):
+    order = make_order(S.PAID)
+    with transaction.atomic():
+        locked = _refund_held(order)
+        locked.refunded_amount = Decimal("90.00")
+        with pytest.raises(UnsafeOrderSave, match="refunded_amount"):
+            if save == "save_fields":
+                locked.save_fields("refunded_amount", "updated_at")
+            else:
+                locked.save_held_totals()
+
+    assert Order.objects.get(pk=order.pk).refunded_amount == Decimal("0.00")
 
 
 def test_named_fields_of_an_existing_order_can_be_saved(make_order):
