@@ -13,6 +13,15 @@ Only for queries whose parameters are all constants except the marked ones
 (the clock must be the database's own ``Now()``, never a Python ``now()``
 frozen into the parameters). A marker must appear exactly once among the
 parameters; compiling refuses anything else.
+
+The compiled form is kept for the connection's life and never rebuilt: a
+query must not depend on anything that changes while the process runs
+(settings, a translation, the time). Each has a name of its own, the key of
+that cache; a second query with a name already taken is refused.
+
+A query that locks rows (``select_for_update``) runs on the database that
+writes the model, and only inside a transaction, as the ORM requires; in
+autocommit mode the lock would end with the statement.
 """
 
 from __future__ import annotations
@@ -21,8 +30,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from django.db import connections, models, router
+from django.db.transaction import TransactionManagementError
 
 _CACHE_ATTRIBUTE = "_orderflow_compiled_queries"
+_NAMES: set[str] = set()
 
 
 class Marker:
@@ -60,10 +71,22 @@ class CompiledQuery:
         build: Callable[..., models.QuerySet],
         *markers: Marker,
     ) -> None:
+        if name in _NAMES:
+            raise ValueError(f"A compiled query named {name!r} exists already.")
+        _NAMES.add(name)
         self.name = name
         self.model = model
         self.build = build
         self.markers = markers
+        self._locks: bool | None = None
+
+    @property
+    def locks(self) -> bool:
+        """Whether the query locks the rows it reads (``select_for_update``)."""
+        if self._locks is None:
+            samples = [marker.sample for marker in self.markers]
+            self._locks = bool(self.build(*samples).query.select_for_update)
+        return self._locks
 
     def rows(self, *values: Any) -> list[tuple]:
         return [tuple(row) for row in self._run(values)[1]]
@@ -98,7 +121,14 @@ class CompiledQuery:
         return cache[self.name]
 
     def _run(self, values: Sequence[Any], *, width: int | None = None) -> tuple[str, Iterator]:
-        alias = router.db_for_read(self.model)
+        if self.locks:
+            alias = router.db_for_write(self.model)
+            if connections[alias].get_autocommit():
+                raise TransactionManagementError(
+                    f"{self.name}: select_for_update cannot be used outside of a transaction."
+                )
+        else:
+            alias = router.db_for_read(self.model)
         compiler, sql, params, positions, converters, columns = self._compiled(alias)
         if width is not None and columns != width:
             raise ValueError(f"{self.name}: instances need whole rows of {self.model.__name__}.")

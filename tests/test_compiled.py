@@ -1,7 +1,10 @@
 """orderflow.compiled: a query compiled once gives what the ORM gives, every time."""
 
+import sqlite3
+
 import pytest
 from django.db import connection
+from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 
 from orderflow.compiled import CompiledQuery, mark_int, mark_str
@@ -77,3 +80,45 @@ def test_the_wrong_number_of_values_is_refused():
     query = CompiledQuery("test_values_count", Order, _by_number, mark_str(0))
     with pytest.raises(TypeError, match="1 values expected"):
         query.rows("a", "b")
+
+
+def test_a_name_taken_already_is_refused():
+    CompiledQuery("test_name_once", Order, _by_number, mark_str(0))
+    with pytest.raises(ValueError, match="test_name_once"):
+        CompiledQuery("test_name_once", Order, _by_number, mark_str(0))
+
+
+_LOCKING = CompiledQuery(
+    "test_locking_by_number",
+    Order,
+    lambda number: Order.objects.locking().filter(number=number).order_by(),
+    mark_str(0),
+)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_locking_query_is_refused_outside_a_transaction(make_order):
+    order = make_order(S.PAID)
+    assert _LOCKING.locks
+
+    with pytest.raises(TransactionManagementError, match="outside of a transaction"):
+        _LOCKING.instances(order.number)
+
+    from django.db import transaction
+
+    with transaction.atomic():
+        assert [o.pk for o in _LOCKING.instances(order.number)] == [order.pk]
+
+
+def test_an_sqlite_too_old_for_on_conflict_returning_is_reported(monkeypatch):
+    import orders.checks
+    from orders.checks import check_sqlite_version
+
+    monkeypatch.setattr(orders.checks, "_uses_sqlite", lambda: True)
+    assert check_sqlite_version(None) == []
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
+
+    (error,) = check_sqlite_version(None)
+    assert error.id == "orders.E002"
+    assert "3.34.1" in error.msg and "3.35" in error.msg
