@@ -389,6 +389,19 @@ def _belongs_elsewhere(order: Order, row: PaymentTransaction) -> ApplyResult:
     )
 
 
+def _recorded_meanwhile(
+    order: Order, row: PaymentTransaction, amount: Decimal | None
+) -> ApplyResult:
+    """
+    The ledger insert found the reference, written since this order looked
+    for it: by a concurrent report for another order (its money, not this
+    one's), or for this one.
+    """
+    if row.order_id != order.pk:
+        return _belongs_elsewhere(order, row)
+    return _already_recorded(order, row, amount)
+
+
 def _already_recorded(order: Order, row: PaymentTransaction, amount: Decimal | None) -> ApplyResult:
     """The same reference again: a duplicate, or a conflict when the amount differs."""
     if row.kind in AMOUNT_DEFINES and amount is not None and row.amount != amount:
@@ -493,7 +506,9 @@ def _apply_locked(
             )
         # A hold released, reported before (or without) its authorization, or a
         # hold followed by a decline: the release is a void.
-        row, _created = _record(order, TransactionKind.VOID, amount, reference, gateway_event)
+        row, created = _record(order, TransactionKind.VOID, amount, reference, gateway_event)
+        if not created:  # recorded meanwhile, under another order's lock
+            return _recorded_meanwhile(order, row, amount)
         _follow(order, order.cancel_checkout)
         return ApplyResult(EventOutcome.APPLIED, order, "", row)
 
@@ -629,7 +644,9 @@ def _apply_dispute(
                     % {"amount": format_money(amount, order.currency), "reference": reference},
                     deferred=True,
                 )
-            row, _created = _record(order, ledger_kind, amount, reference, gateway_event)
+            row, created = _record(order, ledger_kind, amount, reference, gateway_event)
+            if not created:  # recorded meanwhile, under another order's lock
+                return _recorded_meanwhile(order, row, amount)
     after = DISPUTE_STATUS_AFTER.get(fact.kind)
     closed = order.dispute_status in (DisputeStatus.WON, DisputeStatus.LOST)
     if after is not None and after != order.dispute_status:

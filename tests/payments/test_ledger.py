@@ -296,3 +296,39 @@ def test_every_fact_kind_fits_the_column_that_stores_it():
         len("local.") + max(len(k.value) for k in FactKind)
         <= GatewayEvent._meta.get_field("event_type").max_length
     )
+
+
+# The race the ledger's unique constraint settles: two orders, each under its
+# own lock, report the same reference; the second looked before the first
+# inserted. Simulated here by hiding the first row from that look.
+@pytest.mark.parametrize(
+    ("status", "fact"),
+    [
+        (S.AWAITING_PAYMENT, ("voided", "100.00")),
+        (S.PAID, ("dispute_funds_withdrawn", "100.00")),
+    ],
+)
+def test_a_reference_recorded_meanwhile_for_another_order_changes_nothing_here(
+    make_order, monkeypatch, status, fact
+):
+    import payments.facts
+
+    kind, amount = fact
+    first, second = make_order(status), make_order(status)
+    assert apply_gateway_event(first, event(kind, amount, reference="shared_1")).outcome == (
+        EventOutcome.APPLIED
+    )
+    monkeypatch.setattr(payments.facts, "_existing", lambda *args: None)
+
+    result = apply_gateway_event(second, event(kind, amount, reference="shared_1"))
+
+    assert result.outcome == EventOutcome.CONFLICT
+    assert first.number in result.reason
+    second = Order.objects.get(pk=second.pk)
+    assert (second.status, second.dispute_status, second.disputed_amount) == (
+        status,
+        "",
+        Decimal("0.00"),
+    )
+    assert not second.transactions.filter(reference="shared_1").exists()
+    assert second.needs_attention
