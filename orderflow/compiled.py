@@ -91,6 +91,14 @@ class CompiledQuery:
     def rows(self, *values: Any) -> list[tuple]:
         return [tuple(row) for row in self._run(values)[1]]
 
+    def sql(self, *values: Any, using: str) -> tuple[str, list]:
+        """
+        The SQL and its parameters with ``values`` in place, for another
+        statement on the connection ``using`` to embed (e.g. a subquery).
+        """
+        _compiler, sql, params, positions, _converters, _columns = self._compiled(using)
+        return sql, self._bind(params, positions, values)
+
     def instances(self, *values: Any) -> list[models.Model]:
         names = [field.attname for field in self.model._meta.concrete_fields]
         alias, rows = self._run(values, width=len(names))
@@ -132,14 +140,18 @@ class CompiledQuery:
         compiler, sql, params, positions, converters, columns = self._compiled(alias)
         if width is not None and columns != width:
             raise ValueError(f"{self.name}: instances need whole rows of {self.model.__name__}.")
-        if len(values) != len(positions):
-            raise TypeError(f"{self.name}: {len(positions)} values expected, {len(values)} given.")
-        bound = list(params)
-        for position, value in zip(positions, values, strict=True):
-            bound[position] = value
+        bound = self._bind(params, positions, values)
         with connections[alias].cursor() as cursor:
             cursor.execute(sql, bound)
             fetched = cursor.fetchall()
         if converters:
             return alias, compiler.apply_converters(fetched, converters)
         return alias, iter(fetched)
+
+    def _bind(self, params: tuple, positions: list[int], values: Sequence[Any]) -> list:
+        if len(values) != len(positions):
+            raise TypeError(f"{self.name}: {len(positions)} values expected, {len(values)} given.")
+        bound = list(params)
+        for position, value in zip(positions, values, strict=True):
+            bound[position] = value
+        return bound

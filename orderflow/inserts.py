@@ -20,15 +20,14 @@ from django.db import connections, models, router
 
 def insert_unless_present(
     row: models.Model,
-    unique: Sequence[str],
+    constraint: str,
     *,
     computed: Mapping[str, tuple[str, Sequence[Any]]] | None = None,
 ) -> dict[str, Any] | None:
     """
-    Insert ``row`` unless a row with the same ``unique`` fields exists.
-
-    ``unique`` names the fields of a unique constraint of the model (the
-    conflict target; any other violation still raises IntegrityError).
+    Insert ``row`` unless a row with the same values in the fields of the
+    model's unique constraint named ``constraint`` exists (the conflict
+    target; any other violation still raises IntegrityError).
     ``computed`` gives, for some fields, an SQL expression and its parameters
     to store instead of the instance's value (e.g. a foreign key looked up by
     a subquery in the same statement). Values go through each field's own
@@ -38,6 +37,7 @@ def insert_unless_present(
     """
     computed = dict(computed or {})
     meta = row._meta
+    unique = _unique_fields(meta, constraint)
     alias = router.db_for_write(type(row))
     connection = connections[alias]
     quote = connection.ops.quote_name
@@ -74,3 +74,15 @@ def insert_unless_present(
     for name, value in values.items():
         setattr(row, meta.get_field(name).attname, value)
     return values
+
+
+def _unique_fields(meta, name: str) -> Sequence[str]:
+    for constraint in meta.constraints:
+        if (
+            constraint.name == name
+            and isinstance(constraint, models.UniqueConstraint)
+            and constraint.condition is None
+            and constraint.fields
+        ):
+            return constraint.fields
+    raise ValueError(f"{meta.label} has no unconditional unique constraint {name!r} on fields.")

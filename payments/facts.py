@@ -349,14 +349,13 @@ def _record(
     reference: str,
     gateway_event: GatewayEvent | None,
 ) -> tuple[PaymentTransaction, bool]:
-    """Write a ledger row whose reference the caller has just looked for."""
+    """Write a ledger row unless its reference is there; its running total is held."""
     return record_transaction(
         order=order,
         kind=kind,
         amount=amount,
         reference=reference,
         gateway_event=gateway_event,
-        checked=True,
         # Written with the status by _follow, or by apply_fact at the end.
         save_totals=False,
     )

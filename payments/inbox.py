@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection, router, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -86,6 +86,19 @@ _EVENT_LOCKED = CompiledQuery(
     GatewayEvent,
     lambda pk: GatewayEvent.objects.select_for_update(of=("self",)).filter(pk=pk).order_by(),
     mark_int(0),
+)
+# The id of the order with this number paid with this method: the inbox
+# event's order, found inside the statement that stores the event.
+_ORDER_ID_BY_NUMBER = CompiledQuery(
+    "inbox_order_id_by_number",
+    Order,
+    lambda number, method_pk: (
+        Order.objects.filter(number=number, payment_method_id=method_pk)
+        .order_by()
+        .values_list("pk")
+    ),
+    mark_str(0),
+    mark_int(1),
 )
 _ORDER_BY_NUMBER_LOCKED = CompiledQuery(
     "inbox_order_by_number_locked",
@@ -168,29 +181,20 @@ def _store(method: PaymentMethod, parsed: ParsedCallback, body: bytes) -> tuple[
         raw_body=storable_text(body),
     )
     if parsed.order_number:
-        linked = {"order": _order_by_number_sql(parsed.order_number, method.pk)}
+        subquery = _ORDER_ID_BY_NUMBER.sql(
+            parsed.order_number, method.pk, using=router.db_for_write(GatewayEvent)
+        )
+        linked = {"order": subquery}
     else:
         order = _find_order(method, parsed)
         event.order = order if order is not None and order.payment_method_id == method.pk else None
         linked = None
-    if insert_unless_present(event, ("payment_method", "event_id"), computed=linked) is not None:
+    if insert_unless_present(event, "gateway_event_once_per_method", computed=linked) is not None:
         return event, False
     stored = GatewayEvent.objects.get(payment_method=method, event_id=parsed.event_id)
     if stored.raw_body == storable_text(body) or _says_the_same(method, stored, parsed):
         return stored, False
     return _store_conflict(method, body, parsed, stored), True
-
-
-def _order_by_number_sql(number: str, method_pk: int) -> tuple[str, list]:
-    """SQL for the id of the order with this number paid with this method (NULL if none)."""
-    quote = connection.ops.quote_name
-    meta = Order._meta
-    sql = (
-        f"SELECT {quote(meta.pk.column)} FROM {quote(meta.db_table)} "  # noqa: S608
-        f"WHERE {quote(meta.get_field('number').column)} = %s "
-        f"AND {quote(meta.get_field('payment_method').column)} = %s"
-    )
-    return sql, [number, method_pk]
 
 
 def _inside_a_transaction() -> bool:
@@ -399,6 +403,7 @@ def process_event(event: GatewayEvent, *, method: PaymentMethod | None = None) -
         with transaction.atomic(), audit_context(channel=channel_or(Channel.GATEWAY)):
             if method is not None and method.pk == event.payment_method_id:
                 row = _EVENT_LOCKED.instances(event.pk)[0]
+                row.payment_method = method
             else:
                 row = (
                     GatewayEvent.objects.select_for_update(of=("self",))
@@ -408,8 +413,6 @@ def process_event(event: GatewayEvent, *, method: PaymentMethod | None = None) -
             if row.outcome in FINAL_OUTCOMES:
                 return CallbackResponse(200, {"status": "duplicate"}, row)
             row.attempts += 1
-            if not GatewayEvent.payment_method.is_cached(row):
-                row.payment_method = method
             method = row.payment_method
             gateway = get_gateway(method.gateway)
             if gateway is None:

@@ -31,10 +31,6 @@ RUNNING_TOTAL: dict[str, tuple[str, int]] = {
 """Which running total of the order a row of each money-moving kind changes, and how."""
 
 
-# The unique constraint that makes a movement count once.
-_ONCE = ("payment_method", "kind", "reference")
-
-
 def record_transaction(
     *,
     order: Order,
@@ -42,16 +38,15 @@ def record_transaction(
     amount: Decimal,
     reference: str,
     gateway_event: GatewayEvent | None = None,
-    checked: bool = False,
     save_totals: bool = True,
 ) -> tuple[PaymentTransaction, bool]:
     """
     Write one ledger row unless ``(method, kind, reference)`` is already there.
 
-    Return the row and whether it was created. The caller holds the order
-    lock; ``checked=True`` says it has just looked for the reference itself,
-    or lets the insert find it: the unique constraint is the last word
-    either way. ``save_totals=False`` leaves the order's changed running
+    Return the row and whether it was created (if not, the row already
+    there, which may be another order's). The caller holds the order lock;
+    the insert itself finds the reference, the unique constraint being the
+    last word. ``save_totals=False`` leaves the order's changed running
     total for the caller's next ``Order.save_fields`` (or
     ``save_held_totals``), so the order row is written once. The caller ends
     its unit of work with ``orders.attention.refresh_attention`` (the row and
@@ -59,12 +54,6 @@ def record_transaction(
     wrote.
     """
     state = current_audit()
-    if not checked:
-        existing = PaymentTransaction.objects.filter(
-            payment_method_id=order.payment_method_id, kind=kind, reference=reference
-        ).first()
-        if existing is not None:
-            return existing, False
     row = PaymentTransaction(
         order=order,
         payment_method_id=order.payment_method_id,
@@ -79,7 +68,7 @@ def record_transaction(
     # One INSERT ... ON CONFLICT DO NOTHING: no look-up before it and no
     # savepoint around it; a concurrent writer of the same reference waits
     # for the first to commit, then inserts nothing.
-    if insert_unless_present(row, _ONCE) is None:
+    if insert_unless_present(row, "ledger_reference_once_per_method_and_kind") is None:
         # Recorded already: reported before, or by another order's lock holder.
         existing = PaymentTransaction.objects.select_related("order").get(
             payment_method_id=order.payment_method_id, kind=kind, reference=reference
